@@ -1,0 +1,342 @@
+//! An HTTP stream handle: drive one request through the filter the way
+//! Envoy's filter manager does, and inspect what the filter did.
+
+use crate::abi::Action;
+use crate::error::Error;
+use crate::headers::Headers;
+use crate::vm::{LocalResponse, StreamCallback, Vm};
+
+/// One HTTP stream context of a [`Vm`]. Borrowing the VM keeps the order of
+/// events explicit; get it back later with [`Vm::http`] and the id.
+pub struct Http<'v> {
+    vm: &'v mut Vm,
+    id: u32,
+}
+
+impl<'v> Http<'v> {
+    pub(crate) fn new(vm: &'v mut Vm, id: u32) -> Self {
+        Self { vm, id }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn vm(&mut self) -> &mut Vm {
+        self.vm
+    }
+
+    fn state(&self) -> Result<&crate::vm::StreamState, Error> {
+        self.vm
+            .stream_state(self.id)
+            .ok_or_else(|| Error::Harness(format!("HTTP stream {} was deleted", self.id)))
+    }
+
+    fn state_mut(&mut self) -> Result<&mut crate::vm::StreamState, Error> {
+        let id = self.id;
+        self.vm
+            .stream_state_mut(id)
+            .ok_or_else(|| Error::Harness(format!("HTTP stream {id} was deleted")))
+    }
+
+    /// Sets a property for this stream, e.g.
+    /// `set_property(&["source", "address"], property::string("10.0.0.1:5000"))`.
+    pub fn set_property(&mut self, path: &[&str], value: Vec<u8>) -> Result<&mut Self, Error> {
+        self.state_mut()?
+            .properties
+            .insert(crate::property::path(path), value);
+        Ok(self)
+    }
+
+    /// What `set_property` stored under this (raw, `\0`-joined) path.
+    pub fn filter_state(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.state()
+            .ok()?
+            .filter_state
+            .get(&crate::property::path(path))
+            .cloned()
+    }
+
+    /// Request headers arrive: `on_request_headers`. While the filter keeps
+    /// the request paused, its request headers stay mutable (e.g. from
+    /// `on_http_call_response`); once it continues, Envoy no longer exposes them.
+    pub fn request_headers(
+        &mut self,
+        headers: impl Into<Headers>,
+        end_of_stream: bool,
+    ) -> Result<Action, Error> {
+        let headers = headers.into();
+        let n = headers.len() as i32;
+        {
+            let s = self.state_mut()?;
+            s.request_headers = Some(headers);
+            s.live.request_headers = true;
+        }
+        let action = self.vm.call_stream_headers(
+            StreamCallback::RequestHeaders,
+            self.id,
+            n,
+            i32::from(end_of_stream),
+        )?;
+        let s = self.state_mut()?;
+        if action == Action::Continue
+            || action == Action::ContinueAndEndStream
+            || s.local_response.is_some()
+        {
+            s.live.request_headers = false;
+            s.request_paused = false;
+        } else {
+            s.request_paused = s.request_resumed == 0 || s.live.request_headers;
+        }
+        Ok(action)
+    }
+
+    /// A request body chunk. While request headers are paused Envoy buffers
+    /// the data without calling the filter (returns `Pause` here); the
+    /// buffered bytes come with the next chunk after the filter resumed.
+    /// When `on_request_body` returns `Pause`, the next call sees the whole
+    /// body so far (StopIterationAndBuffer).
+    pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
+        self.body(true, chunk, end_of_stream)
+    }
+
+    pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
+        self.body(false, chunk, end_of_stream)
+    }
+
+    fn body(&mut self, request: bool, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
+        let size = {
+            let s = self.state_mut()?;
+            let (paused, pending, buffered) = if request {
+                (
+                    s.request_paused,
+                    &mut s.request_body_pending,
+                    &mut s.request_body,
+                )
+            } else {
+                (
+                    s.response_paused,
+                    &mut s.response_body_pending,
+                    &mut s.response_body,
+                )
+            };
+            pending.extend_from_slice(chunk);
+            if paused {
+                return Ok(Action::Pause);
+            }
+            buffered.append(pending);
+            let size = buffered.len() as i32;
+            if request {
+                s.live.request_body = true;
+            } else {
+                s.live.response_body = true;
+            }
+            size
+        };
+        let which = if request {
+            StreamCallback::RequestBody
+        } else {
+            StreamCallback::ResponseBody
+        };
+        let action = self
+            .vm
+            .call_stream_headers(which, self.id, size, i32::from(end_of_stream))?;
+        let s = self.state_mut()?;
+        let keep = action != Action::Continue && s.local_response.is_none();
+        if request {
+            s.live.request_body = false;
+            if !keep {
+                let data = std::mem::take(&mut s.request_body);
+                s.request_body_forwarded.extend_from_slice(&data);
+            }
+        } else {
+            s.live.response_body = false;
+            if !keep {
+                let data = std::mem::take(&mut s.response_body);
+                s.response_body_forwarded.extend_from_slice(&data);
+            }
+        }
+        Ok(action)
+    }
+
+    pub fn request_trailers(&mut self, trailers: impl Into<Headers>) -> Result<Action, Error> {
+        let t = trailers.into();
+        let n = t.len() as i32;
+        {
+            let s = self.state_mut()?;
+            s.request_trailers = Some(t);
+            s.live.request_trailers = true;
+        }
+        let action = self.vm.call_trailers(true, self.id, n)?;
+        self.state_mut()?.live.request_trailers = false;
+        Ok(action)
+    }
+
+    /// Response headers arrive from the upstream: `on_response_headers`.
+    pub fn response_headers(
+        &mut self,
+        headers: impl Into<Headers>,
+        end_of_stream: bool,
+    ) -> Result<Action, Error> {
+        let headers = headers.into();
+        let n = headers.len() as i32;
+        {
+            let s = self.state_mut()?;
+            s.response_started = true;
+            s.response_headers = Some(headers);
+            s.live.response_headers = true;
+        }
+        let action = self.vm.call_stream_headers(
+            StreamCallback::ResponseHeaders,
+            self.id,
+            n,
+            i32::from(end_of_stream),
+        )?;
+        let s = self.state_mut()?;
+        if action == Action::Continue || action == Action::ContinueAndEndStream {
+            s.live.response_headers = false;
+            s.response_paused = false;
+        } else {
+            s.response_paused = true;
+        }
+        Ok(action)
+    }
+
+    pub fn response_trailers(&mut self, trailers: impl Into<Headers>) -> Result<Action, Error> {
+        let t = trailers.into();
+        let n = t.len() as i32;
+        {
+            let s = self.state_mut()?;
+            s.response_trailers = Some(t);
+            s.live.response_trailers = true;
+        }
+        let action = self.vm.call_trailers(false, self.id, n)?;
+        self.state_mut()?.live.response_trailers = false;
+        Ok(action)
+    }
+
+    /// `on_log` (access-log phase: maps readable, not writable).
+    pub fn log(&mut self) -> Result<(), Error> {
+        self.state_mut()?.live.in_log = true;
+        let r = self.vm.call_log(self.id);
+        if let Ok(s) = self.state_mut() {
+            s.live.in_log = false;
+        }
+        r
+    }
+
+    /// `on_done`; returns the guest's answer.
+    pub fn done(&mut self) -> Result<bool, Error> {
+        self.vm.call_done(self.id)
+    }
+
+    /// `on_delete`; the stream's state stays inspectable through this handle.
+    pub fn delete(&mut self) -> Result<(), Error> {
+        self.vm.call_delete(self.id)
+    }
+
+    /// End of stream as Envoy does it: `on_log`, `on_done`, `on_delete`.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.log()?;
+        self.done()?;
+        self.delete()
+    }
+
+    /// A full simple exchange: request headers (no body), then — unless the
+    /// filter answered locally or paused — a `200` response, then finish.
+    /// Returns the request action.
+    pub fn round_trip(&mut self, request: impl Into<Headers>) -> Result<Action, Error> {
+        let action = self.request_headers(request, true)?;
+        if action == Action::Continue && self.local_response().is_none() {
+            self.response_headers(Headers::from_pairs(&[(":status", "200")]), true)?;
+        }
+        self.finish()?;
+        Ok(action)
+    }
+
+    // ---- what happened ---------------------------------------------------------
+
+    /// Request headers as they are now (what the upstream gets once the
+    /// filter continues).
+    pub fn request_headers_map(&self) -> Headers {
+        self.state()
+            .ok()
+            .and_then(|s| s.request_headers.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn request_header(&self, name: &str) -> Option<String> {
+        self.request_headers_map().get(name)
+    }
+
+    pub fn request_trailers_map(&self) -> Headers {
+        self.state()
+            .ok()
+            .and_then(|s| s.request_trailers.clone())
+            .unwrap_or_default()
+    }
+
+    /// Response headers as they are now (what the client gets).
+    pub fn response_headers_map(&self) -> Headers {
+        self.state()
+            .ok()
+            .and_then(|s| s.response_headers.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers_map().get(name)
+    }
+
+    /// Request body the filter let through so far.
+    pub fn request_body_forwarded(&self) -> Vec<u8> {
+        self.state()
+            .map(|s| s.request_body_forwarded.clone())
+            .unwrap_or_default()
+    }
+
+    /// Request body the filter holds back (buffered while paused).
+    pub fn request_body_buffered(&self) -> Vec<u8> {
+        self.state()
+            .map(|s| s.request_body.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn response_body_forwarded(&self) -> Vec<u8> {
+        self.state()
+            .map(|s| s.response_body_forwarded.clone())
+            .unwrap_or_default()
+    }
+
+    /// The first `send_local_response`, if any.
+    pub fn local_response(&self) -> Option<LocalResponse> {
+        self.state().ok().and_then(|s| s.local_response.clone())
+    }
+
+    /// How many times the filter called `send_local_response`.
+    pub fn local_response_count(&self) -> u32 {
+        self.state().map(|s| s.local_responses).unwrap_or(0)
+    }
+
+    /// Times the filter resumed the request / response (`continue_stream`).
+    pub fn request_resumed(&self) -> u32 {
+        self.state().map(|s| s.request_resumed).unwrap_or(0)
+    }
+
+    pub fn response_resumed(&self) -> u32 {
+        self.state().map(|s| s.response_resumed).unwrap_or(0)
+    }
+
+    /// The filter closed (reset) the stream.
+    pub fn closed(&self) -> bool {
+        self.state().map(|s| s.closed).unwrap_or(false)
+    }
+
+    /// Request-header changes the filter made (each clears Envoy's route
+    /// cache, so routing sees the new headers).
+    pub fn request_header_mutations(&self) -> u32 {
+        self.state()
+            .map(|s| s.request_header_mutations)
+            .unwrap_or(0)
+    }
+}
