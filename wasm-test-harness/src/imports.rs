@@ -751,6 +751,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return st(Status::SerializationFailure);
             };
             // From a root context Envoy has no stream to answer: a no-op.
+            let id = c.data().effective;
             if let Some(s) = c.data_mut().stream() {
                 s.local_responses += 1;
                 if s.local_response.is_none() {
@@ -762,6 +763,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         grpc_status: (0..=16).contains(&grpc).then_some(grpc),
                     });
                     s.local_reply_pending = true;
+                    c.data_mut().local_replies.push(id);
                 }
             }
             ok()
@@ -1032,10 +1034,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let h = c.data_mut();
                 {
                     let mut s = lock(&h.shared);
-                    let m = s
-                        .metrics
-                        .entry(name.clone())
-                        .or_insert_with(Metric::default);
+                    let m = s.metrics.entry(name.clone()).or_default();
                     if m.kind.is_some_and(|k| k != kind) {
                         return st(Status::BadArgument);
                     }

@@ -194,6 +194,8 @@ pub(crate) struct HostState {
     pub rng: u64,
     pub vm_properties: HashMap<Vec<u8>, Vec<u8>>,
     pub done_calls: u32,
+    /// Streams with a local reply to send once the current VM call returns.
+    pub local_replies: Vec<u32>,
 }
 
 impl HostState {
@@ -225,6 +227,9 @@ impl HostState {
     }
 }
 
+/// (context, token, headers, body size, trailers)
+type I32x5 = (i32, i32, i32, i32, i32);
+
 /// The module's exported callbacks. Missing ones are skipped, as in Envoy.
 #[derive(Clone)]
 struct Exports {
@@ -242,7 +247,7 @@ struct Exports {
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
-    on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    on_http_call_response: Option<TypedFunc<I32x5, ()>>,
     on_grpc_receive_initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
     on_grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
     on_grpc_receive_trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
@@ -371,6 +376,7 @@ impl Vm {
             rng: seed ^ vm_number.wrapping_mul(0xd6e8_feb8_6659_fd93),
             vm_properties: b.properties.into_iter().collect(),
             done_calls: 0,
+            local_replies: Vec::new(),
         };
         let mut store = Store::new(engine, state);
         store.epoch_deadline_trap();
@@ -490,7 +496,7 @@ impl Vm {
         self.store.set_epoch_deadline(self.call_timeout_ticks);
         match f.call(&mut self.store, params) {
             Ok(r) => {
-                if !self.in_after_call {
+                if !self.in_after_call && !self.store.data().local_replies.is_empty() {
                     self.in_after_call = true;
                     let after = self.run_local_replies();
                     self.in_after_call = false;
@@ -514,14 +520,7 @@ impl Vm {
     /// chain (`on_response_headers`, `on_response_body`); afterwards it
     /// replaces the response directly.
     fn run_local_replies(&mut self) -> Result<(), Error> {
-        let pending: Vec<u32> = self
-            .store
-            .data()
-            .streams
-            .iter()
-            .filter(|(_, s)| s.local_reply_pending)
-            .map(|(id, _)| *id)
-            .collect();
+        let pending = std::mem::take(&mut self.store.data_mut().local_replies);
         for id in pending {
             let Some(s) = self.store.data_mut().streams.get_mut(&id) else {
                 continue;
@@ -699,9 +698,13 @@ impl Vm {
         Ok(self.invoke("proxy_on_done", id, f, id as i32)?.unwrap_or(1) != 0)
     }
 
+    /// `on_delete`, then the stream's state is dropped (as Envoy frees the
+    /// context): long runs do not accumulate memory.
     pub(crate) fn call_delete(&mut self, id: u32) -> Result<(), Error> {
         let f = self.exports.on_delete.clone();
-        self.invoke("proxy_on_delete", id, f, id as i32).map(|_| ())
+        let r = self.invoke("proxy_on_delete", id, f, id as i32).map(|_| ());
+        self.store.data_mut().streams.remove(&id);
+        r
     }
 
     /// Fires `on_tick` once on the root context.

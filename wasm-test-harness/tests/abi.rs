@@ -60,8 +60,8 @@ fn header_maps_follow_envoy_semantics() {
         Action::Continue
     );
     let m = http.request_headers_map();
-    // replace: first entry changes in place, later duplicates stay (setCopy).
-    assert_eq!(m.get_all("x-dup"), vec!["replaced", "b"]);
+    // replace: all old values go, the new one is appended (Envoy setCopy).
+    assert_eq!(m.get_all("x-dup"), vec!["replaced"]);
     assert_eq!(
         m.get_all("x-added"),
         vec!["1", "2"],
@@ -82,6 +82,7 @@ fn header_maps_follow_envoy_semantics() {
         vec![
             (":path".to_string(), "/rewritten".to_string()),
             (":method".to_string(), "GET".to_string()),
+            (":scheme".to_string(), "http".to_string()),
             (":authority".to_string(), "probe".to_string()),
             ("x-only".to_string(), "yes".to_string()),
         ]
