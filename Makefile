@@ -9,7 +9,7 @@ SHELL := /bin/bash
 
 FILTERS      := ab-routing
 # Test-only wasm modules (not shipped): built into target/fixtures/.
-FIXTURES     := harness-probe
+FIXTURES     := harness-probe noop-filter
 WASM_TARGET  := wasm32-wasip1
 WASM_PROFILE := wasm
 CARGO        ?= cargo
@@ -69,7 +69,7 @@ e2e: build build-fixtures venv
 
 test: lint unit e2e
 
-bench: build venv
+bench: build build-fixtures venv
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 
 clean:

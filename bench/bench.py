@@ -113,6 +113,8 @@ def filters_for(kind):
                 "default_source_code": {"inline_string": LUA_AB},
             },
         }]
+    if kind == "wasm no-op (Rust SDK)":
+        return [wasm_filter("noop", "noop", os.path.join(ROOT, "target/fixtures/noop-filter.wasm"), {})]
     if kind == "meshguard ab-routing (wasm)":
         return [wasm_filter("meshguard.ab_routing", "ab_routing",
                             os.path.join(ROOT, "dist/ab-routing.wasm"), AB_CONFIG)]
@@ -211,10 +213,12 @@ def main():
             raise SystemExit(f"{tool} not found: apt-get install -y wrk")
     if not os.path.exists(ENVOY):
         raise SystemExit(f"Envoy not found at {ENVOY}: run `make venv`")
-    if not os.path.exists(os.path.join(ROOT, "dist/ab-routing.wasm")):
-        raise SystemExit("dist/ab-routing.wasm missing: run `make build`")
+    for f in ("dist/ab-routing.wasm", "target/fixtures/noop-filter.wasm"):
+        if not os.path.exists(os.path.join(ROOT, f)):
+            raise SystemExit(f"{f} missing: run `make build build-fixtures`")
 
-    kinds = ["no filter", "native header_mutation", "lua (same job)", "meshguard ab-routing (wasm)"]
+    kinds = ["no filter", "native header_mutation", "lua (same job)", "wasm no-op (Rust SDK)",
+             "meshguard ab-routing (wasm)"]
     conns = [int(c) for c in args.connections.split(",")]
     os.makedirs(OUT_DIR, exist_ok=True)
     results = {(k, c): [] for k in kinds for c in conns}

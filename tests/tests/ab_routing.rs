@@ -159,7 +159,7 @@ fn weights_hold_and_match_native_over_3000_keys() {
             (":path".to_string(), "/checkout".to_string()),
             ("x-user-id".to_string(), user.clone()),
         ];
-        let want = router.decide(&req, || None).set[0].1.to_string();
+        let want = router.decide(&req, || None).set[0].value.to_string();
         if got != want {
             mismatches.push(format!("{user}: envoy {got}, native {want}"));
         }

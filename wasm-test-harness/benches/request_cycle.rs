@@ -5,7 +5,7 @@
 //!
 //!     cargo bench -p wasm-test-harness --bench request_cycle
 //!
-//! Needs `make build`. Prints a markdown table (used by `make bench`).
+//! Needs `make build build-fixtures`. Prints a markdown table (used by `make bench`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -107,6 +107,11 @@ fn main() {
         eprintln!("{} missing: run `make build`", ab.display());
         std::process::exit(1);
     }
+    let noop = root.join("target/fixtures/noop-filter.wasm");
+    if !noop.exists() {
+        eprintln!("{} missing: run `make build-fixtures`", noop.display());
+        std::process::exit(1);
+    }
     let results = [
         measure(
             "empty module (harness overhead)",
@@ -114,6 +119,11 @@ fn main() {
                 h.module_from_bytes(EMPTY_FILTER.as_bytes(), "empty")
                     .expect("wat")
             },
+            b"",
+        ),
+        measure(
+            "no-op filter (Rust proxy-wasm SDK)",
+            |h| h.module(&noop).expect("module"),
             b"",
         ),
         measure(

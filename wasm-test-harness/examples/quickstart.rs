@@ -19,11 +19,19 @@ fn main() -> Result<(), wasm_test_harness::Error> {
     // Drive one request the way Envoy would.
     let mut http = vm.new_http()?;
     let action = http.request_headers(
-        [(":path", "/checkout"), (":authority", "shop"), ("x-user-id", "bob"), ("x-ab-variant", "forged")],
+        [
+            (":path", "/checkout"),
+            (":authority", "shop"),
+            ("x-user-id", "bob"),
+            ("x-ab-variant", "forged"),
+        ],
         true,
     )?;
     assert_eq!(action, Action::Continue);
-    println!("upstream sees x-ab-variant: {:?}", http.request_header("x-ab-variant"));
+    println!(
+        "upstream sees x-ab-variant: {:?}",
+        http.request_header("x-ab-variant")
+    );
     http.response_headers(Headers::from([(":status", "200")]), true)?;
     http.finish()?; // on_log, on_done, on_delete
 
@@ -33,7 +41,10 @@ fn main() -> Result<(), wasm_test_harness::Error> {
     println!("refused: {:?}", bad.logs_at(LogLevel::Error));
 
     // Metrics are process-wide, by name.
-    println!("treatment count: {}", harness.counter("meshguard_ab_assigned.checkout.treatment"));
+    println!(
+        "treatment count: {}",
+        harness.counter("meshguard_ab_assigned.checkout.treatment")
+    );
 
     // The clock belongs to the test: ticks and callout timeouts fire when it moves.
     vm.advance_clock(Duration::from_secs(60))?;

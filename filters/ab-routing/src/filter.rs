@@ -4,7 +4,10 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+
+use meshguard_common::headers::PairsView;
+use meshguard_common::host::header_map_pairs;
 
 use crate::router::{How, Router};
 
@@ -147,13 +150,25 @@ impl HttpContext for AbStream {
             self.send_http_response(503, vec![], Some(b"ab-routing: not configured\n"));
             return Action::Pause;
         };
-        // Header values may hold non-UTF-8 bytes (obs-text); the SDK's String
-        // accessor would panic on them, so take bytes and convert lossily.
-        let headers: Vec<(String, String)> = self
-            .get_http_request_headers_bytes()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
+        // One buffer, read in place: the SDK's accessors would copy every
+        // header (and its String accessor panics on non-UTF-8 values).
+        let raw = match header_map_pairs(MapType::HttpRequestHeaders) {
+            Ok(raw) => raw,
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("ab-routing: cannot read request headers: {status:?}"),
+                );
+                Vec::new()
+            }
+        };
+        let headers = PairsView::parse(&raw).unwrap_or_else(|| {
+            log(
+                LogLevel::Error,
+                "ab-routing: malformed header map from host",
+            );
+            PairsView::empty()
+        });
         let decision = state.router.decide(&headers, || {
             let mut id = [0u8; 16];
             getrandom::fill(&mut id).ok().map(|()| id)
@@ -161,8 +176,13 @@ impl HttpContext for AbStream {
         for name in &decision.remove {
             self.set_http_request_header(name, None);
         }
-        for (name, value) in &decision.set {
-            self.add_http_request_header(name, value);
+        for h in &decision.set {
+            if h.replace {
+                // Envoy's replace drops every client value and appends ours.
+                self.set_http_request_header(h.name, Some(h.value));
+            } else {
+                self.add_http_request_header(h.name, h.value);
+            }
         }
         let m = &state.metrics;
         for a in &decision.assignments {

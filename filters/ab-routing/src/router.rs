@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use meshguard_common::config::ConfigError;
 use meshguard_common::contract::{AB_FORCE_HEADER, AB_FORCE_SECRET_HEADER};
 use meshguard_common::hash;
-use meshguard_common::headers;
+use meshguard_common::headers::{self, HeaderSource};
 
 use crate::assign::VariantTable;
 use crate::config::{AbRoutingConfig, KeySource, MatchConfig};
@@ -74,13 +74,24 @@ pub struct Assignment {
     pub how: How,
 }
 
+/// One header the filter sets on the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetHeader<'r> {
+    pub name: &'r str,
+    pub value: &'r str,
+    /// The client sent this header: replace it (Envoy's replace drops every
+    /// old value and appends the new one), else add it.
+    pub replace: bool,
+}
+
 /// What the shell must do to the request and response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision<'r> {
-    /// Owned headers the client sent: remove them (all values) first.
+    /// Owned headers the client sent that the filter does not set: remove
+    /// them (all values).
     pub remove: Vec<&'r str>,
-    /// Then add these `(header, value)` pairs.
-    pub set: Vec<(&'r str, &'r str)>,
+    /// Headers to set.
+    pub set: Vec<SetHeader<'r>>,
     /// A `Set-Cookie` value for the response (new visitor id).
     pub set_cookie: Option<String>,
     pub assignments: Vec<Assignment>,
@@ -92,23 +103,27 @@ pub struct Decision<'r> {
 
 impl Decision<'_> {
     /// Applies the request-header part to a plain header list, the way the
-    /// proxy-wasm shell applies it to Envoy's map (remove all values, then
-    /// add). Used by native tests and tools.
+    /// proxy-wasm shell applies it to Envoy's map. Used by native tests.
     pub fn apply_to(&self, headers: &mut Vec<(String, String)>) {
         headers.retain(|(k, _)| !self.remove.iter().any(|r| k.eq_ignore_ascii_case(r)));
-        for (k, v) in &self.set {
-            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(k));
-            headers.push((k.to_string(), v.to_string()));
+        for h in &self.set {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(h.name));
+            headers.push((h.name.to_string(), h.value.to_string()));
         }
+    }
+
+    /// Value set for `header`, if any.
+    pub fn value_of(&self, header: &str) -> Option<&str> {
+        self.set.iter().find(|h| h.name == header).map(|h| h.value)
     }
 }
 
 /// Visitor ids the filter generates are 32 hex chars; accept a little more
 /// variety from older deployments but nothing that could smuggle bytes.
-fn valid_visitor_id(v: &str) -> bool {
+fn valid_visitor_id(v: &[u8]) -> bool {
     (16..=64).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 /// Lowercase hex of 16 random bytes.
@@ -200,24 +215,15 @@ impl Router {
     /// proxy passes them (including `:authority` and `:path`);
     /// `random_id` is called at most once, only when a new visitor id is
     /// needed, and may fail (then no visitor-based assignment happens).
-    pub fn decide<'r>(
+    pub fn decide<'r, H: HeaderSource + ?Sized>(
         &'r self,
-        headers: &[(String, String)],
+        headers: &H,
         random_id: impl FnOnce() -> Option<[u8; 16]>,
     ) -> Decision<'r> {
-        let mut d = Decision {
-            remove: self
-                .owned_headers
-                .iter()
-                .filter(|h| headers::contains(headers, h))
-                .map(String::as_str)
-                .collect(),
-            ..Decision::default()
-        };
-
+        let mut d = Decision::default();
         let forced = self.forced_variants(headers, &mut d);
-        let host = headers::get(headers, ":authority").map(headers::host_without_port);
-        let path = headers::get(headers, ":path").map(headers::path_only);
+        let host = headers.first(":authority").map(headers::host_without_port);
+        let path = headers.first(":path").map(headers::path_only);
 
         // The visitor id is resolved lazily and at most once per request.
         let mut visitor: Option<Option<String>> = None;
@@ -225,7 +231,7 @@ impl Router {
 
         for (ei, exp) in self.experiments.iter().enumerate() {
             if let Some(m) = &exp.matcher {
-                if !m.matches(host.as_deref(), path) {
+                if !m.matches(host, path) {
                     continue;
                 }
             }
@@ -233,9 +239,10 @@ impl Router {
                 self.assign(&mut d, ei, exp, vi, How::Forced);
                 continue;
             }
-            let bucket_of = |key: &str| hash::bucket(&exp.name, key);
+            let bucket_of = |key: &[u8]| hash::bucket(&exp.name, key);
             let found = exp.sticky_key.iter().find_map(|src| match src {
-                Source::Header(h) => headers::get(headers, h)
+                Source::Header(h) => headers
+                    .first(h)
                     .filter(|v| !v.is_empty())
                     .map(|k| (bucket_of(k), How::Sticky)),
                 Source::Cookie(c) => headers::cookie(headers, c)
@@ -251,7 +258,7 @@ impl Router {
                                 random_id.take().and_then(|f| f()).map(visitor_id_from)
                             })
                             .as_deref()
-                            .map(|k| (bucket_of(k), How::NewVisitor)),
+                            .map(|k| (bucket_of(k.as_bytes()), How::NewVisitor)),
                     }
                 }
             });
@@ -261,6 +268,17 @@ impl Router {
                     self.assign(&mut d, ei, exp, vi, how);
                 }
                 None => d.unassigned.push(ei),
+            }
+        }
+
+        // Owned headers the client sent: replaced where set, removed otherwise.
+        for owned in &self.owned_headers {
+            if !headers.contains(owned) {
+                continue;
+            }
+            match d.set.iter_mut().find(|s| s.name == owned.as_str()) {
+                Some(s) => s.replace = true,
+                None => d.remove.push(owned.as_str()),
             }
         }
 
@@ -284,7 +302,11 @@ impl Router {
         how: How,
     ) {
         if let Some(variant) = exp.variants.get(vi) {
-            d.set.push((exp.header.as_str(), variant.as_str()));
+            d.set.push(SetHeader {
+                name: exp.header.as_str(),
+                value: variant.as_str(),
+                replace: false,
+            });
             d.assignments.push(Assignment {
                 experiment: ei,
                 variant: vi,
@@ -295,23 +317,23 @@ impl Router {
 
     /// The override value if the request carries both the override header
     /// and the right secret; records a rejection otherwise.
-    fn forced_variants<'h>(
+    fn forced_variants<'h, H: HeaderSource + ?Sized>(
         &self,
-        headers: &'h [(String, String)],
+        headers: &'h H,
         d: &mut Decision<'_>,
     ) -> Option<&'h str> {
         let qa = self.qa.as_ref()?;
-        let value = headers::get(headers, &qa.header)?;
-        let secret_ok = headers::get(headers, &qa.secret_header).is_some_and(|secret| {
-            let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let value = headers.first(&qa.header)?;
+        let secret_ok = headers.first(&qa.secret_header).is_some_and(|secret| {
+            let digest: [u8; 32] = Sha256::digest(secret).into();
             constant_time_eq(&digest, &qa.secret_sha256)
         });
-        if secret_ok {
-            Some(value)
-        } else {
+        if !secret_ok {
             d.override_rejected = true;
-            None
+            return None;
         }
+        // Variant names are ASCII; a non-UTF-8 override names none of them.
+        std::str::from_utf8(value).ok()
     }
 }
 
@@ -367,14 +389,17 @@ impl Matcher {
         }
     }
 
-    fn matches(&self, host: Option<&str>, path: Option<&str>) -> bool {
+    fn matches(&self, host: Option<&[u8]>, path: Option<&[u8]>) -> bool {
         let host_ok = self.hosts.is_empty()
             || host.is_some_and(|h| {
                 self.hosts.iter().any(|(pat, wildcard)| {
+                    let pat = pat.as_bytes();
                     if *wildcard {
-                        h.len() > pat.len() && h.ends_with(pat.as_str())
+                        h.len() > pat.len()
+                            && h.get(h.len() - pat.len()..)
+                                .is_some_and(|tail| tail.eq_ignore_ascii_case(pat))
                     } else {
-                        h == pat
+                        h.eq_ignore_ascii_case(pat)
                     }
                 })
             });
@@ -382,7 +407,7 @@ impl Matcher {
             || path.is_some_and(|p| {
                 self.path_prefixes
                     .iter()
-                    .any(|pre| p.starts_with(pre.as_str()))
+                    .any(|pre| p.starts_with(pre.as_bytes()))
             });
         host_ok && path_ok
     }

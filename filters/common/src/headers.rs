@@ -77,57 +77,157 @@ pub fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// First value of header `name` (already lowercase) in a header list as the
-/// proxy hands it over. Header keys from Envoy are lowercase; compare
-/// case-insensitively anyway so a test double or HTTP/1 quirk cannot bypass.
-pub fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+/// Read access to request headers, whatever holds them: Envoy's serialized
+/// map read in place ([`PairsView`], no copies) or a plain list (tests, CLI).
+/// Names compare case-insensitively; values are raw bytes because a header
+/// value may hold any byte Envoy accepts (obs-text), not only UTF-8.
+pub trait HeaderSource {
+    /// Every `(name, value)` pair in order.
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_;
+
+    /// First value of `name`.
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.pairs()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether `name` is present (any value, possibly empty).
+    fn contains(&self, name: &str) -> bool {
+        self.first(name).is_some()
+    }
 }
 
-/// Whether header `name` is present (any value, possibly empty).
-pub fn contains(headers: &[(String, String)], name: &str) -> bool {
-    headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+impl HeaderSource for [(String, String)] {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+    }
+}
+
+impl HeaderSource for Vec<(String, String)> {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.as_slice().pairs()
+    }
+}
+
+/// A header map in the proxy-wasm pairs encoding (`u32 n`, n × (`u32
+/// key_len`, `u32 value_len`), then `key\0value\0`…), read in place. The
+/// entry offsets are decoded once, so repeated lookups are plain slice
+/// comparisons.
+#[derive(Debug, Clone)]
+pub struct PairsView<'a> {
+    buf: &'a [u8],
+    /// (key start, key end, value start, value end) per entry.
+    entries: Vec<(usize, usize, usize, usize)>,
+}
+
+fn word(buf: &[u8], at: usize) -> Option<usize> {
+    let b = buf.get(at..at.checked_add(4)?)?;
+    let arr: [u8; 4] = b.try_into().ok()?;
+    Some(u32::from_le_bytes(arr) as usize)
+}
+
+impl<'a> PairsView<'a> {
+    /// Checks the whole encoding once; `None` if it is inconsistent. An
+    /// empty buffer is an empty map.
+    pub fn parse(buf: &'a [u8]) -> Option<Self> {
+        if buf.is_empty() {
+            return Some(Self::empty());
+        }
+        let count = word(buf, 0)?;
+        let mut data = count.checked_mul(8)?.checked_add(4)?;
+        if data > buf.len() {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(count);
+        for i in 0..count {
+            let k = word(buf, 4 + i * 8)?;
+            let v = word(buf, 8 + i * 8)?;
+            let key_end = data.checked_add(k)?;
+            let value_start = key_end.checked_add(1)?;
+            let value_end = value_start.checked_add(v)?;
+            if value_end >= buf.len() {
+                return None;
+            }
+            entries.push((data, key_end, value_start, value_end));
+            data = value_end + 1;
+        }
+        Some(Self { buf, entries })
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            buf: &[],
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        let buf = self.buf;
+        self.entries
+            .iter()
+            .filter_map(move |(ks, ke, vs, ve)| Some((buf.get(*ks..*ke)?, buf.get(*vs..*ve)?)))
+    }
+}
+
+impl HeaderSource for PairsView<'_> {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.iter()
+    }
 }
 
 /// Value of cookie `name` from every `cookie` header (HTTP/2 clients may
 /// send several). First occurrence wins, as in browsers and Envoy.
-pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn cookie<'a, H: HeaderSource + ?Sized>(headers: &'a H, name: &str) -> Option<&'a [u8]> {
     headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, v)| v.split(';'))
+        .pairs()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(b"cookie"))
+        .flat_map(|(_, v)| v.split(|b| *b == b';'))
         .find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| strip_quotes(v.trim()))
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (k, v) = (pair.get(..eq)?, pair.get(eq + 1..)?);
+            (k.trim_ascii() == name.as_bytes()).then(|| strip_quotes(v.trim_ascii()))
         })
 }
 
-fn strip_quotes(v: &str) -> &str {
-    v.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
+fn strip_quotes(v: &[u8]) -> &[u8] {
+    v.strip_prefix(b"\"")
+        .and_then(|s| s.strip_suffix(b"\""))
         .unwrap_or(v)
 }
 
-/// Host part of an `:authority` value, lowercased, without port
-/// (handles `[v6]:port`).
-pub fn host_without_port(authority: &str) -> String {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => authority,
+/// Host part of an `:authority` value without port (handles `[v6]:port`).
+/// Not lowercased: compare with `eq_ignore_ascii_case`.
+pub fn host_without_port(authority: &[u8]) -> &[u8] {
+    if let Some(rest) = authority.strip_prefix(b"[") {
+        return rest.split(|b| *b == b']').next().unwrap_or(rest);
+    }
+    match authority.iter().rposition(|b| *b == b':') {
+        Some(colon) => {
+            let (host, port) = (authority.get(..colon), authority.get(colon + 1..));
+            match (host, port) {
+                (Some(h), Some(p)) if p.iter().all(u8::is_ascii_digit) => h,
+                _ => authority,
+            }
         }
-    };
-    host.to_ascii_lowercase()
+        None => authority,
+    }
 }
 
 /// Path without query string or fragment.
-pub fn path_only(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
+pub fn path_only(path: &[u8]) -> &[u8] {
+    let end = path
+        .iter()
+        .position(|b| *b == b'?' || *b == b'#')
+        .unwrap_or(path.len());
     path.get(..end).unwrap_or(path)
 }
 
@@ -165,30 +265,79 @@ mod tests {
             ("cookie", "a=1; mg_visitor=abc ; b=\"q\""),
             ("cookie", "mg_visitor=second"),
         ]);
-        assert_eq!(cookie(&hs, "mg_visitor"), Some("abc"));
-        assert_eq!(cookie(&hs, "b"), Some("q"));
+        assert_eq!(cookie(&hs, "mg_visitor"), Some(b"abc".as_slice()));
+        assert_eq!(cookie(&hs, "b"), Some(b"q".as_slice()));
         assert_eq!(cookie(&hs, "missing"), None);
         assert_eq!(cookie(&h(&[("cookie", "junk;;=;x")]), "x"), None);
-        assert_eq!(cookie(&h(&[("Cookie", "x=1")]), "x"), Some("1"));
+        assert_eq!(cookie(&h(&[("Cookie", "x=1")]), "x"), Some(b"1".as_slice()));
     }
 
     #[test]
     fn hosts_and_paths() {
         assert_eq!(
-            host_without_port("Shop.Example.com:8080"),
-            "shop.example.com"
+            host_without_port(b"Shop.Example.com:8080"),
+            b"Shop.Example.com"
         );
-        assert_eq!(host_without_port("[::1]:10000"), "::1");
-        assert_eq!(host_without_port("example.com"), "example.com");
-        assert_eq!(path_only("/a/b?x=1#f"), "/a/b");
-        assert_eq!(path_only(""), "");
+        assert_eq!(host_without_port(b"[::1]:10000"), b"::1");
+        assert_eq!(host_without_port(b"example.com"), b"example.com");
+        assert_eq!(host_without_port(b"a:b"), b"a:b");
+        assert_eq!(path_only(b"/a/b?x=1#f"), b"/a/b");
+        assert_eq!(path_only(b""), b"");
     }
 
     #[test]
-    fn get_is_case_insensitive() {
+    fn first_is_case_insensitive() {
         let hs = h(&[("X-User-Id", "u1"), ("x-user-id", "u2")]);
-        assert_eq!(get(&hs, "x-user-id"), Some("u1"));
-        assert!(contains(&hs, "x-user-id"));
-        assert!(!contains(&hs, "x-other"));
+        assert_eq!(hs.first("x-user-id"), Some(b"u1".as_slice()));
+        assert!(hs.contains("x-user-id"));
+        assert!(!hs.contains("x-other"));
+    }
+
+    fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k);
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn pairs_view_reads_in_place() {
+        let buf = encode(&[(b":path", b"/"), (b"x-a", b"\xff\x00b"), (b"e", b"")]);
+        let view = PairsView::parse(&buf).unwrap();
+        assert_eq!(view.len(), 3);
+        let got: Vec<_> = view.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                (b":path".as_slice(), b"/".as_slice()),
+                (b"x-a".as_slice(), b"\xff\x00b".as_slice()),
+                (b"e".as_slice(), b"".as_slice())
+            ]
+        );
+        assert_eq!(view.first("X-A"), Some(b"\xff\x00b".as_slice()));
+        assert!(PairsView::parse(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pairs_view_rejects_inconsistent_buffers() {
+        let buf = encode(&[(b"k", b"value")]);
+        for cut in 0..buf.len() {
+            if cut == 0 {
+                continue;
+            }
+            assert!(PairsView::parse(&buf[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(PairsView::parse(&[0xff, 0xff, 0xff, 0xff]).is_none());
+        let mut huge = buf.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(PairsView::parse(&huge).is_none());
     }
 }
