@@ -67,11 +67,12 @@ impl<'v> Http<'v> {
     ) -> Result<Action, Error> {
         let headers = headers.into();
         let n = headers.len() as i32;
-        {
+        let resumed_before = {
             let s = self.state_mut()?;
             s.request_headers = Some(headers);
             s.live.request_headers = true;
-        }
+            s.request_resumed
+        };
         let action = self.vm.call_stream_headers(
             StreamCallback::RequestHeaders,
             self.id,
@@ -79,14 +80,14 @@ impl<'v> Http<'v> {
             i32::from(end_of_stream),
         )?;
         let s = self.state_mut()?;
-        if action == Action::Continue
-            || action == Action::ContinueAndEndStream
-            || s.local_response.is_some()
-        {
+        let continues = matches!(action, Action::Continue | Action::ContinueAndEndStream);
+        // Paused unless it continued, answered locally, or already resumed
+        // from inside the callback.
+        if continues || s.local_response.is_some() || s.request_resumed != resumed_before {
             s.live.request_headers = false;
             s.request_paused = false;
         } else {
-            s.request_paused = s.request_resumed == 0 || s.live.request_headers;
+            s.request_paused = true;
         }
         Ok(action)
     }

@@ -142,6 +142,17 @@ struct AbStream {
 
 impl Context for AbStream {}
 
+impl AbStream {
+    /// When the headers cannot be read, assign nothing but still make sure
+    /// no client-sent variant or override header reaches the upstream.
+    fn strip_owned_headers(&self, router: &Router) -> Action {
+        for name in router.owned_headers() {
+            self.set_http_request_header(name, None);
+        }
+        Action::Continue
+    }
+}
+
 impl HttpContext for AbStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(state) = self.state.clone() else {
@@ -159,16 +170,16 @@ impl HttpContext for AbStream {
                     LogLevel::Error,
                     &format!("ab-routing: cannot read request headers: {status:?}"),
                 );
-                Vec::new()
+                return self.strip_owned_headers(&state.router);
             }
         };
-        let headers = PairsView::parse(&raw).unwrap_or_else(|| {
+        let Some(headers) = PairsView::parse(&raw) else {
             log(
                 LogLevel::Error,
                 "ab-routing: malformed header map from host",
             );
-            PairsView::empty()
-        });
+            return self.strip_owned_headers(&state.router);
+        };
         let decision = state.router.decide(&headers, || {
             let mut id = [0u8; 16];
             getrandom::fill(&mut id).ok().map(|()| id)

@@ -205,6 +205,11 @@ impl Router {
         }
     }
 
+    /// Every request header this filter owns (variant and override headers).
+    pub fn owned_headers(&self) -> impl Iterator<Item = &str> {
+        self.owned_headers.iter().map(String::as_str)
+    }
+
     pub fn experiment_names(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.experiments
             .iter()
