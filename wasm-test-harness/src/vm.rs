@@ -828,8 +828,7 @@ impl Vm {
         token: u32,
         response: HttpCallResponse,
     ) -> Result<(), Error> {
-        let call = self
-            .store
+        self.store
             .data_mut()
             .http_calls
             .remove(&token)
@@ -846,7 +845,6 @@ impl Vm {
         });
         let f = self.exports.on_http_call_response.clone();
         let root = self.root_context;
-        let _ = call;
         let r = self.invoke(
             "proxy_on_http_call_response",
             root,
@@ -860,8 +858,7 @@ impl Vm {
     /// A failed callout (reset, no healthy upstream): Envoy calls
     /// `on_http_call_response` with no headers, body or trailers.
     pub fn fail_http_call(&mut self, token: u32) -> Result<(), Error> {
-        let call = self
-            .store
+        self.store
             .data_mut()
             .http_calls
             .remove(&token)
@@ -869,7 +866,6 @@ impl Vm {
         self.store.data_mut().callout = Some(CalloutData::default());
         let f = self.exports.on_http_call_response.clone();
         let root = self.root_context;
-        let _ = call;
         // Envoy reports the failure as BrokenConnection "reset" via get_status.
         self.store.data_mut().grpc_status = Some((11, b"reset".to_vec()));
         let r = self.invoke(
@@ -935,13 +931,11 @@ impl Vm {
     /// Failed unary call: `on_grpc_close` with `status` (and the message
     /// available through `proxy_get_status`).
     pub fn fail_grpc_call(&mut self, token: u32, status: u32, message: &str) -> Result<(), Error> {
-        let call = self
-            .store
+        self.store
             .data_mut()
             .grpc_calls
             .remove(&token)
             .ok_or_else(|| Error::Harness(format!("no pending gRPC call with token {token}")))?;
-        let _ = call;
         self.close_grpc(token, status, message)
     }
 
@@ -1044,13 +1038,11 @@ impl Vm {
         if !trailing_metadata.is_empty() {
             self.grpc_stream_metadata(token, trailing_metadata, false)?;
         }
-        let s = self
-            .store
+        self.store
             .data_mut()
             .grpc_streams
             .remove(&token)
             .ok_or_else(|| Error::Harness(format!("no gRPC stream with token {token}")))?;
-        let _ = s;
         self.close_grpc(token, status, message)
     }
 

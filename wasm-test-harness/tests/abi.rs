@@ -819,3 +819,23 @@ fn harnesses_are_independent() {
         Some("BadArgument")
     );
 }
+
+#[test]
+fn response_body_prepend_with_set_buffer_bytes() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    http.request_headers(req("response-body", &[]), true)
+        .unwrap();
+    http.response_headers([(":status", "200")], false).unwrap();
+    assert_eq!(
+        http.response_body(b"hello ", false).unwrap(),
+        Action::Continue
+    );
+    assert_eq!(
+        http.response_body(b"world", true).unwrap(),
+        Action::Continue
+    );
+    // set_buffer_bytes(start 0, size 0) prepends to the current chunk.
+    assert_eq!(http.response_body_forwarded(), b"hello prefix:world");
+}
