@@ -161,15 +161,30 @@ impl<'v> Http<'v> {
     }
 
     pub fn request_trailers(&mut self, trailers: impl Into<Headers>) -> Result<Action, Error> {
-        let t = trailers.into();
+        self.trailers(true, trailers.into())
+    }
+
+    /// Trailers are mutable only while their callback runs.
+    fn trailers(&mut self, request: bool, t: Headers) -> Result<Action, Error> {
         let n = t.len() as i32;
+        let set_live = |s: &mut crate::vm::StreamState, live: bool| {
+            if request {
+                s.live.request_trailers = live;
+            } else {
+                s.live.response_trailers = live;
+            }
+        };
         {
             let s = self.state_mut()?;
-            s.request_trailers = Some(t);
-            s.live.request_trailers = true;
+            if request {
+                s.request_trailers = Some(t);
+            } else {
+                s.response_trailers = Some(t);
+            }
+            set_live(s, true);
         }
-        let action = self.vm.call_trailers(true, self.id, n)?;
-        self.state_mut()?.live.request_trailers = false;
+        let action = self.vm.call_trailers(request, self.id, n)?;
+        set_live(self.state_mut()?, false);
         Ok(action)
     }
 
@@ -204,16 +219,7 @@ impl<'v> Http<'v> {
     }
 
     pub fn response_trailers(&mut self, trailers: impl Into<Headers>) -> Result<Action, Error> {
-        let t = trailers.into();
-        let n = t.len() as i32;
-        {
-            let s = self.state_mut()?;
-            s.response_trailers = Some(t);
-            s.live.response_trailers = true;
-        }
-        let action = self.vm.call_trailers(false, self.id, n)?;
-        self.state_mut()?.live.response_trailers = false;
-        Ok(action)
+        self.trailers(false, trailers.into())
     }
 
     /// `on_log` (access-log phase: maps readable, not writable).

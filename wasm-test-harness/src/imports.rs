@@ -112,6 +112,24 @@ fn write_u64(c: &mut C<'_>, ptr: i32, v: u64) -> bool {
     write(c, ptr, &v.to_le_bytes())
 }
 
+/// Stores a returned word for the guest: Ok, or InvalidMemoryAccess when
+/// the guest's pointer is out of bounds.
+fn return_u32(c: &mut C<'_>, ptr: i32, v: u32) -> R {
+    if write_u32(c, ptr, v) {
+        ok()
+    } else {
+        st(Status::InvalidMemoryAccess)
+    }
+}
+
+fn return_u64(c: &mut C<'_>, ptr: i32, v: u64) -> R {
+    if write_u64(c, ptr, v) {
+        ok()
+    } else {
+        st(Status::InvalidMemoryAccess)
+    }
+}
+
 /// Hands `data` to the guest: allocates with `proxy_on_memory_allocate`,
 /// copies, and stores pointer and size. Empty data yields (0, 0), which the
 /// SDK reads as `None` (cpp-host `copyToPointerSize`).
@@ -162,6 +180,18 @@ fn map_ref(t: i32) -> Option<MapRef> {
             Some(MapRef::Callout(false))
         }
         _ => None,
+    }
+}
+
+/// A header-map mutation: applied if the map is writable now, and counted
+/// as a request-header change (Envoy clears the route cache).
+fn mutate_map(c: &mut C<'_>, t: i32, f: impl FnOnce(&mut Headers)) -> R {
+    match with_map(c.data_mut(), t, true, f) {
+        Ok(()) => {
+            c.data_mut().headers_modified(t);
+            ok()
+        }
+        Err(s) => st(s),
     }
 }
 
@@ -267,10 +297,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_log_level",
         |mut c: C<'_>, ret: i32| -> R {
             let level = c.data().log_level as u32;
-            if !write_u32(&mut c, ret, level) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u32(&mut c, ret, level)
         },
     )?;
     l.func_wrap(
@@ -278,10 +305,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, ret: i32| -> R {
             let now = lock(&c.data().shared).now_unix_ns;
-            if !write_u64(&mut c, ret, now) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u64(&mut c, ret, now)
         },
     )?;
     l.func_wrap(
@@ -441,12 +465,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     .sum::<usize>()
             });
             match size {
-                Ok(n) => {
-                    if !write_u32(&mut c, ret, n as u32) {
-                        return st(Status::InvalidMemoryAccess);
-                    }
-                    ok()
-                }
+                Ok(n) => return_u32(&mut c, ret, n as u32),
                 Err(s) => st(s),
             }
         },
@@ -457,13 +476,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
             let key = arg!(read_str(&c, kp, kl));
             let value = arg!(read(&c, vp, vl));
-            match with_map(c.data_mut(), t, true, |m| m.replace(&key, &value)) {
-                Ok(()) => {
-                    c.data_mut().headers_modified(t);
-                    ok()
-                }
-                Err(s) => st(s),
-            }
+            mutate_map(&mut c, t, |m| m.replace(&key, &value))
         },
     )?;
     l.func_wrap(
@@ -472,13 +485,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
             let key = arg!(read_str(&c, kp, kl));
             let value = arg!(read(&c, vp, vl));
-            match with_map(c.data_mut(), t, true, |m| m.add(&key, &value)) {
-                Ok(()) => {
-                    c.data_mut().headers_modified(t);
-                    ok()
-                }
-                Err(s) => st(s),
-            }
+            mutate_map(&mut c, t, |m| m.add(&key, &value))
         },
     )?;
     l.func_wrap(
@@ -486,13 +493,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_remove_header_map_value",
         |mut c: C<'_>, t: i32, kp: i32, kl: i32| -> R {
             let key = arg!(read_str(&c, kp, kl));
-            match with_map(c.data_mut(), t, true, |m| m.remove(&key)) {
-                Ok(()) => {
-                    c.data_mut().headers_modified(t);
-                    ok()
-                }
-                Err(s) => st(s),
-            }
+            mutate_map(&mut c, t, |m| m.remove(&key))
         },
     )?;
 
@@ -619,10 +620,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     }
                 }
             };
-            if !write_u32(&mut c, ret, token) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u32(&mut c, ret, token)
         },
     )?;
     l.func_wrap(
@@ -645,12 +643,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     .map(|(t, _)| *t)
             };
             match found {
-                Some(t) => {
-                    if !write_u32(&mut c, ret, t) {
-                        return st(Status::InvalidMemoryAccess);
-                    }
-                    ok()
-                }
+                Some(t) => return_u32(&mut c, ret, t),
                 None => st(Status::NotFound),
             }
         },
@@ -829,10 +822,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     },
                 },
             );
-            if !write_u32(&mut c, ret, token) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u32(&mut c, ret, token)
         },
     )?;
     l.func_wrap(
@@ -889,10 +879,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     },
                 },
             );
-            if !write_u32(&mut c, ret, token) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u32(&mut c, ret, token)
         },
     )?;
     l.func_wrap(
@@ -934,10 +921,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     local_closed: false,
                 },
             );
-            if !write_u32(&mut c, ret, token) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u32(&mut c, ret, token)
         },
     )?;
     l.func_wrap(
@@ -1048,10 +1032,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     }
                 }
             };
-            if !write_u32(&mut c, ret, id) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u32(&mut c, ret, id)
         },
     )?;
     l.func_wrap(
@@ -1066,10 +1047,7 @@ fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Ok(v) => v,
                 Err(s) => return st(s),
             };
-            if !write_u64(&mut c, ret, value) {
-                return st(Status::InvalidMemoryAccess);
-            }
-            ok()
+            return_u64(&mut c, ret, value)
         },
     )?;
     l.func_wrap(

@@ -822,61 +822,89 @@ impl Vm {
         self.store.data().http_calls.values().cloned().collect()
     }
 
+    fn take_http_call(&mut self, token: u32) -> Result<HttpCall, Error> {
+        self.store
+            .data_mut()
+            .http_calls
+            .remove(&token)
+            .ok_or_else(|| Error::Harness(format!("no pending HTTP call with token {token}")))
+    }
+
+    fn take_grpc_call(&mut self, token: u32) -> Result<GrpcCall, Error> {
+        self.store
+            .data_mut()
+            .grpc_calls
+            .remove(&token)
+            .ok_or_else(|| Error::Harness(format!("no pending gRPC call with token {token}")))
+    }
+
+    fn check_grpc_stream(&self, token: u32) -> Result<(), Error> {
+        if self.store.data().grpc_streams.contains_key(&token) {
+            Ok(())
+        } else {
+            Err(Error::Harness(format!("no gRPC stream with token {token}")))
+        }
+    }
+
+    /// Envoy delivers every callout result on the root context (the SDK
+    /// switches to the calling context itself). `callout` is what the
+    /// callback can read back, `status` what `proxy_get_status` answers.
+    fn deliver<P: WasmParams>(
+        &mut self,
+        name: &str,
+        f: Option<TypedFunc<P, ()>>,
+        callout: Option<CalloutData>,
+        status: Option<(u32, Vec<u8>)>,
+        params: P,
+    ) -> Result<(), Error> {
+        let h = self.store.data_mut();
+        h.callout = callout;
+        h.grpc_status = status;
+        let r = self.invoke(name, self.root_context, f, params).map(|_| ());
+        let h = self.store.data_mut();
+        h.callout = None;
+        h.grpc_status = None;
+        r
+    }
+
     /// Answers a callout: runs `on_http_call_response` in the calling context.
     pub fn respond_http_call(
         &mut self,
         token: u32,
         response: HttpCallResponse,
     ) -> Result<(), Error> {
-        self.store
-            .data_mut()
-            .http_calls
-            .remove(&token)
-            .ok_or_else(|| Error::Harness(format!("no pending HTTP call with token {token}")))?;
-        let (nh, nb, nt) = (
+        self.take_http_call(token)?;
+        let root = self.root_context as i32;
+        let params = (
+            root,
+            token as i32,
             response.headers.len() as i32,
             response.body.len() as i32,
             response.trailers.len() as i32,
         );
-        self.store.data_mut().callout = Some(CalloutData {
+        let data = CalloutData {
             headers: Some(response.headers),
             body: response.body,
             trailers: Some(response.trailers),
-        });
+        };
         let f = self.exports.on_http_call_response.clone();
-        let root = self.root_context;
-        let r = self.invoke(
-            "proxy_on_http_call_response",
-            root,
-            f,
-            (root as i32, token as i32, nh, nb, nt),
-        );
-        self.store.data_mut().callout = None;
-        r.map(|_| ())
+        self.deliver("proxy_on_http_call_response", f, Some(data), None, params)
     }
 
     /// A failed callout (reset, no healthy upstream): Envoy calls
-    /// `on_http_call_response` with no headers, body or trailers.
+    /// `on_http_call_response` with no headers, body or trailers and
+    /// reports BrokenConnection "reset" through `proxy_get_status`.
     pub fn fail_http_call(&mut self, token: u32) -> Result<(), Error> {
-        self.store
-            .data_mut()
-            .http_calls
-            .remove(&token)
-            .ok_or_else(|| Error::Harness(format!("no pending HTTP call with token {token}")))?;
-        self.store.data_mut().callout = Some(CalloutData::default());
+        self.take_http_call(token)?;
+        let root = self.root_context as i32;
         let f = self.exports.on_http_call_response.clone();
-        let root = self.root_context;
-        // Envoy reports the failure as BrokenConnection "reset" via get_status.
-        self.store.data_mut().grpc_status = Some((11, b"reset".to_vec()));
-        let r = self.invoke(
+        self.deliver(
             "proxy_on_http_call_response",
-            root,
             f,
-            (root as i32, token as i32, 0, 0, 0),
-        );
-        self.store.data_mut().grpc_status = None;
-        self.store.data_mut().callout = None;
-        r.map(|_| ())
+            Some(CalloutData::default()),
+            Some((11, b"reset".to_vec())),
+            (root, token as i32, 0, 0, 0),
+        )
     }
 
     /// A callout whose timeout passed: Envoy's async client answers with a
@@ -906,53 +934,33 @@ impl Vm {
     /// Successful unary reply: Envoy calls only `on_grpc_receive` (the SDK
     /// reports status 0 to `on_grpc_call_response`).
     pub fn respond_grpc_call(&mut self, token: u32, message: &[u8]) -> Result<(), Error> {
-        self.store
-            .data_mut()
-            .grpc_calls
-            .remove(&token)
-            .ok_or_else(|| Error::Harness(format!("no pending gRPC call with token {token}")))?;
-        self.store.data_mut().callout = Some(CalloutData {
+        self.take_grpc_call(token)?;
+        self.grpc_receive(token, message)
+    }
+
+    fn grpc_receive(&mut self, token: u32, message: &[u8]) -> Result<(), Error> {
+        let data = CalloutData {
             headers: None,
             body: message.to_vec(),
             trailers: None,
-        });
-        let root = self.root_context;
+        };
+        let params = (self.root_context as i32, token as i32, message.len() as i32);
         let f = self.exports.on_grpc_receive.clone();
-        let r = self.invoke(
-            "proxy_on_grpc_receive",
-            root,
-            f,
-            (root as i32, token as i32, message.len() as i32),
-        );
-        self.store.data_mut().callout = None;
-        r.map(|_| ())
+        self.deliver("proxy_on_grpc_receive", f, Some(data), None, params)
     }
 
     /// Failed unary call: `on_grpc_close` with `status` (and the message
     /// available through `proxy_get_status`).
     pub fn fail_grpc_call(&mut self, token: u32, status: u32, message: &str) -> Result<(), Error> {
-        self.store
-            .data_mut()
-            .grpc_calls
-            .remove(&token)
-            .ok_or_else(|| Error::Harness(format!("no pending gRPC call with token {token}")))?;
+        self.take_grpc_call(token)?;
         self.close_grpc(token, status, message)
     }
 
-    /// Envoy delivers callout results on the root context; the SDK switches
-    /// to the calling context itself.
     fn close_grpc(&mut self, token: u32, status: u32, message: &str) -> Result<(), Error> {
-        let ctx = self.root_context;
-        self.store.data_mut().grpc_status = Some((status, message.as_bytes().to_vec()));
+        let params = (self.root_context as i32, token as i32, status as i32);
         let f = self.exports.on_grpc_close.clone();
-        let r = self.invoke(
-            "proxy_on_grpc_close",
-            ctx,
-            f,
-            (ctx as i32, token as i32, status as i32),
-        );
-        self.store.data_mut().grpc_status = None;
-        r.map(|_| ())
+        let status = Some((status, message.as_bytes().to_vec()));
+        self.deliver("proxy_on_grpc_close", f, None, status, params)
     }
 
     /// gRPC streams the guest opened.
@@ -962,27 +970,8 @@ impl Vm {
 
     /// Delivers one message on a gRPC stream (`on_grpc_receive`).
     pub fn grpc_stream_message(&mut self, token: u32, message: &[u8]) -> Result<(), Error> {
-        let ctx = self
-            .store
-            .data()
-            .grpc_streams
-            .get(&token)
-            .map(|s| s.context_id)
-            .ok_or_else(|| Error::Harness(format!("no gRPC stream with token {token}")))?;
-        self.store.data_mut().callout = Some(CalloutData {
-            headers: None,
-            body: message.to_vec(),
-            trailers: None,
-        });
-        let f = self.exports.on_grpc_receive.clone();
-        let r = self.invoke(
-            "proxy_on_grpc_receive",
-            ctx,
-            f,
-            (ctx as i32, token as i32, message.len() as i32),
-        );
-        self.store.data_mut().callout = None;
-        r.map(|_| ())
+        self.check_grpc_stream(token)?;
+        self.grpc_receive(token, message)
     }
 
     /// Initial metadata on a gRPC stream (`on_grpc_receive_initial_metadata`).
@@ -1000,16 +989,17 @@ impl Vm {
         metadata: Headers,
         initial: bool,
     ) -> Result<(), Error> {
-        if !self.store.data().grpc_streams.contains_key(&token) {
-            return Err(Error::Harness(format!("no gRPC stream with token {token}")));
-        }
-        let n = metadata.len() as i32;
-        self.store.data_mut().callout = Some(CalloutData {
+        self.check_grpc_stream(token)?;
+        let params = (
+            self.root_context as i32,
+            token as i32,
+            metadata.len() as i32,
+        );
+        let data = CalloutData {
             headers: initial.then(|| metadata.clone()),
             body: Vec::new(),
             trailers: (!initial).then_some(metadata),
-        });
-        let root = self.root_context;
+        };
         let (name, f) = if initial {
             (
                 "proxy_on_grpc_receive_initial_metadata",
@@ -1021,9 +1011,7 @@ impl Vm {
                 self.exports.on_grpc_receive_trailing_metadata.clone(),
             )
         };
-        let r = self.invoke(name, root, f, (root as i32, token as i32, n));
-        self.store.data_mut().callout = None;
-        r.map(|_| ())
+        self.deliver(name, f, Some(data), None, params)
     }
 
     /// Remote end of a gRPC stream: trailing metadata (if any), then
@@ -1035,14 +1023,11 @@ impl Vm {
         status: u32,
         message: &str,
     ) -> Result<(), Error> {
+        self.check_grpc_stream(token)?;
         if !trailing_metadata.is_empty() {
             self.grpc_stream_metadata(token, trailing_metadata, false)?;
         }
-        self.store
-            .data_mut()
-            .grpc_streams
-            .remove(&token)
-            .ok_or_else(|| Error::Harness(format!("no gRPC stream with token {token}")))?;
+        self.store.data_mut().grpc_streams.remove(&token);
         self.close_grpc(token, status, message)
     }
 

@@ -23,6 +23,7 @@ pub struct Router {
     qa: Option<QaOverride>,
     /// Every header this filter owns; any client-sent copy is stripped.
     owned_headers: Vec<String>,
+    has_matchers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +198,7 @@ impl Router {
             attrs.push_str("; Secure");
         }
         Self {
+            has_matchers: config.experiments.iter().any(|e| e.match_.is_some()),
             experiments,
             visitor_cookie: vc.name.clone(),
             visitor_cookie_attributes: attrs,
@@ -227,8 +229,15 @@ impl Router {
     ) -> Decision<'r> {
         let mut d = Decision::default();
         let forced = self.forced_variants(headers, &mut d);
-        let host = headers.first(":authority").map(headers::host_without_port);
-        let path = headers.first(":path").map(headers::path_only);
+        // Only experiments with a `match` need host and path: skip the scans otherwise.
+        let (host, path) = if self.has_matchers {
+            (
+                headers.first(":authority").map(headers::host_without_port),
+                headers.first(":path").map(headers::path_only),
+            )
+        } else {
+            (None, None)
+        };
 
         // The visitor id is resolved lazily and at most once per request.
         let mut visitor: Option<Option<String>> = None;
