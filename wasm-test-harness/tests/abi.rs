@@ -839,3 +839,62 @@ fn response_body_prepend_with_set_buffer_bytes() {
     // set_buffer_bytes(start 0, size 0) prepends to the current chunk.
     assert_eq!(http.response_body_forwarded(), b"hello prefix:world");
 }
+
+#[test]
+fn grpc_stream_open_send_receive_close() {
+    let h = Harness::new();
+    h.declare_cluster("events");
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let id = {
+        let mut http = vm.new_http().unwrap();
+        let action = http
+            .request_headers(req("grpc-stream", &[("x-probe-cluster", "events")]), true)
+            .unwrap();
+        assert_eq!(action, Action::Pause);
+        http.id()
+    };
+    let streams = vm.grpc_streams();
+    assert_eq!(streams.len(), 1);
+    let s = &streams[0];
+    assert_eq!(
+        (s.service.as_str(), s.method.as_str(), s.context_id),
+        ("probe.v1.Watch", "Events", id)
+    );
+    assert_eq!(s.initial_metadata.get("x-md").as_deref(), Some("s"));
+    assert_eq!(s.sent, vec![b"subscribe".to_vec()]);
+    assert!(!s.local_closed);
+    let t = s.token;
+    vm.grpc_stream_initial_metadata(t, Headers::from([("x-i", "1")]))
+        .unwrap();
+    vm.grpc_stream_message(t, b"event-1").unwrap();
+    vm.grpc_stream_message(t, b"event-2").unwrap();
+    vm.grpc_stream_close(t, Headers::from([("x-t", "done")]), 0, "")
+        .unwrap();
+    let logs: Vec<String> = vm
+        .logs_at(LogLevel::Info)
+        .into_iter()
+        .filter(|l| l.starts_with("stream"))
+        .collect();
+    assert_eq!(
+        logs,
+        vec![
+            format!("stream {t} initial 1 x-i=1"),
+            format!("stream {t} message event-1"),
+            format!("stream {t} message event-2"),
+            format!("stream {t} trailing 1 x-t=done"),
+            format!("stream {t} closed 0 get_status=0:"),
+        ]
+    );
+    assert_eq!(vm.http(id).unwrap().request_resumed(), 1);
+    assert!(vm.grpc_streams().is_empty());
+    assert!(vm.grpc_stream_message(t, b"late").is_err(), "closed stream");
+
+    // Unknown cluster: ParseFailure, as for unary calls.
+    let mut http = vm.new_http().unwrap();
+    http.request_headers(req("grpc-stream", &[("x-probe-cluster", "nope")]), true)
+        .unwrap();
+    assert_eq!(
+        http.request_header("x-probe-result").as_deref(),
+        Some("ParseFailure")
+    );
+}

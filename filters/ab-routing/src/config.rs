@@ -635,6 +635,30 @@ mod tests {
     }
 
     #[test]
+    fn visitor_cookie_wrong_types() {
+        assert_err(
+            err_with(|v| v["visitor_cookie"]["secure"] = "yes".into()),
+            "$.visitor_cookie.secure",
+            "expected a boolean",
+        );
+        assert_err(
+            err_with(|v| v["visitor_cookie"]["max_age_seconds"] = (-5).into()),
+            "$.visitor_cookie.max_age_seconds",
+            "expected u64",
+        );
+        assert_err(
+            err_with(|v| v["visitor_cookie"]["path"] = "/".into()),
+            "$.visitor_cookie.path",
+            "unknown field `path`",
+        );
+        assert_err(
+            err_with(|v| v["experiments"][0]["match"]["hosts"] = "shop.example.com".into()),
+            "$.experiments[0].match.hosts",
+            "expected a sequence",
+        );
+    }
+
+    #[test]
     fn visitor_cookie_mistakes() {
         assert_err(
             err_with(|v| v["visitor_cookie"]["max_age_seconds"] = 0.into()),

@@ -183,3 +183,25 @@ fn ramp_up_is_monotonic_for_users() {
         "ramp moved only {moved_into_new} users"
     );
 }
+
+#[test]
+fn visitor_cookie_name_max_age_and_secure_are_honoured() {
+    let cfg = r#"{"experiments":[{"name":"e","variants":[{"name":"a","weight":1}],"sticky_key":["visitor_cookie"]}],
+        "visitor_cookie":{"name":"vid","max_age_seconds":60,"secure":true}}"#;
+    let router = Router::from_json(cfg.as_bytes()).unwrap();
+    let d = router.decide(&headers(&[(":path", "/")]), || Some([0xab; 16]));
+    assert_eq!(
+        d.set_cookie.as_deref(),
+        Some("vid=abababababababababababababababab; Max-Age=60; Path=/; HttpOnly; SameSite=Lax; Secure")
+    );
+    // The configured name is the one read back.
+    let d = router.decide(
+        &headers(&[
+            (":path", "/"),
+            ("cookie", "vid=abababababababababababababababab"),
+        ]),
+        || None,
+    );
+    assert_eq!(d.set_cookie, None);
+    assert_eq!(d.value_of("x-ab-variant"), Some("a"));
+}
