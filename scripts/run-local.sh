@@ -22,11 +22,12 @@ for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
   fi
 done
 
-sed -e "s#{{LISTEN_ADDRESS}}#127.0.0.1#; s#{{LISTEN_PORT}}#$LISTEN_PORT#" \
-    -e "s#{{ADMIN_ADDRESS}}#127.0.0.1#; s#{{ADMIN_PORT}}#$ADMIN_PORT#" \
-    -e "s#{{UPSTREAM_HOST}}#127.0.0.1#; s#{{UPSTREAM_PORT}}#$UPSTREAM_PORT#" \
-    -e "s#{{WASM_DIR}}#$PWD/dist#" \
-    deploy/local/envoy.yaml > "$RUN_DIR/envoy.yaml"
+# The filters and their configs come from deploy/local/filters.yaml; the
+# renderer checks each config with the filter's own code first.
+MESHGUARD=${MESHGUARD_BIN:-target/debug/meshguard}
+[ -x "$MESHGUARD" ] || { echo "meshguard CLI not found at $MESHGUARD: run 'make cli'" >&2; exit 1; }
+"$MESHGUARD" envoy-config --listen "127.0.0.1:$LISTEN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+  --upstream "127.0.0.1:$UPSTREAM_PORT" --wasm-dir "$PWD/dist" -o "$RUN_DIR/envoy.yaml"
 
 pids=()
 stop() {

@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use meshguard::envoy::{default_filters_file, Addr, FiltersFile, Local, WasmFilter};
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -172,49 +174,52 @@ pub struct EnvoyPorts {
     pub admin: u16,
 }
 
-/// Renders the repo's Envoy config template for this test.
-pub fn render_envoy_config(ports: &EnvoyPorts, upstream_port: u16) -> String {
-    let template = fs::read_to_string(repo_root().join("deploy/local/envoy.yaml"))
-        .expect("read deploy/local/envoy.yaml");
-    let wasm_dir = repo_root().join("dist");
-    let rendered = template
-        .replace("{{LISTEN_ADDRESS}}", "127.0.0.1")
-        .replace("{{LISTEN_PORT}}", &ports.listen.to_string())
-        .replace("{{ADMIN_ADDRESS}}", "127.0.0.1")
-        .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
-        .replace("{{UPSTREAM_HOST}}", "127.0.0.1")
-        .replace("{{UPSTREAM_PORT}}", &upstream_port.to_string())
-        .replace("{{WASM_DIR}}", &wasm_dir.to_string_lossy());
-    assert!(
-        !rendered.contains("{{"),
-        "unrendered placeholder left in envoy.yaml"
-    );
-    rendered
+/// The filters `make run` runs (deploy/local/filters.yaml), with this
+/// checkout's dist/ modules, configs checked by the filters' own code.
+pub fn local_filters() -> Vec<WasmFilter> {
+    let dist = repo_root().join("dist");
+    FiltersFile::load(&default_filters_file())
+        .and_then(|f| f.wasm_filters(&dist.to_string_lossy()))
+        .unwrap_or_else(|e| panic!("deploy/local/filters.yaml: {e}"))
 }
 
-const BEGIN: &str = "# BEGIN ab-routing pluginConfig";
-const END: &str = "# END ab-routing pluginConfig";
-
-/// The ab-routing pluginConfig JSON embedded in the Envoy config.
-pub fn ab_routing_plugin_config(config: &str) -> String {
-    let start = config.find(BEGIN).expect("BEGIN marker") + BEGIN.len();
-    let end = config.find(END).expect("END marker");
-    let block = &config[start..end];
-    let body = block
-        .split_once("value: |")
-        .expect("`value: |` inside the pluginConfig block")
-        .1;
-    body.lines().map(str::trim).collect::<Vec<_>>().join("\n")
+/// The pluginConfig `make run` gives a filter.
+pub fn local_plugin_config(filter: &str) -> serde_json::Value {
+    local_filters()
+        .into_iter()
+        .find(|f| f.name == filter)
+        .map(|f| f.config)
+        .unwrap_or_else(|| panic!("{filter} is not in deploy/local/filters.yaml"))
 }
 
-/// Replaces the embedded ab-routing pluginConfig with `json`.
-pub fn with_ab_routing_plugin_config(config: &str, json: &str) -> String {
-    let start = config.find(BEGIN).expect("BEGIN marker");
-    let end = config.find(END).expect("END marker");
-    let indent = " ".repeat(18);
-    // A YAML single-quoted scalar: quotes are doubled, nothing else escapes.
-    let value = format!("value: '{}'\n{indent}", json.replace('\'', "''"));
-    format!("{}{value}{}", &config[..start], &config[end..])
+/// The local Envoy config (what `make run` renders) for these ports, with
+/// `filters` in front of the demo upstream.
+pub fn local_envoy_config(
+    ports: &EnvoyPorts,
+    upstream_port: u16,
+    filters: Vec<WasmFilter>,
+) -> String {
+    Local {
+        listen: Addr::new("127.0.0.1", ports.listen),
+        admin: Addr::new("127.0.0.1", ports.admin),
+        upstream: Addr::new("127.0.0.1", upstream_port),
+        filters,
+        clusters: Vec::new(),
+    }
+    .to_yaml("rendered by meshguard-e2e")
+    .unwrap_or_else(|e| panic!("render: {e}"))
+}
+
+/// `make run`'s filters with one filter's pluginConfig replaced by raw
+/// text, unchecked (tests of configs the filter must refuse).
+pub fn local_filters_with_raw_config(filter: &str, raw: &str) -> Vec<WasmFilter> {
+    let mut filters = local_filters();
+    let f = filters
+        .iter_mut()
+        .find(|f| f.name == filter)
+        .unwrap_or_else(|| panic!("{filter} is not in deploy/local/filters.yaml"));
+    f.config = serde_json::Value::String(raw.to_string());
+    filters
 }
 
 /// Real Envoy, started from the venv with a rendered config.
@@ -460,10 +465,11 @@ impl Stack {
             listen: free_port(),
             admin: free_port(),
         };
-        let mut config = render_envoy_config(&ports, upstream.port);
-        if let Some(json) = plugin_config {
-            config = with_ab_routing_plugin_config(&config, json);
-        }
+        let filters = match plugin_config {
+            Some(json) => local_filters_with_raw_config("ab-routing", json),
+            None => local_filters(),
+        };
+        let config = local_envoy_config(&ports, upstream.port, filters);
         let envoy = Envoy::start(&dir, &config, ports, concurrency);
         Self {
             dir,
@@ -483,57 +489,41 @@ pub fn single_filter_envoy_config(
     root_id: &str,
     plugin_config: &str,
 ) -> String {
-    let config = serde_json::json!({
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "test",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.listen}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "test",
-                        "route_config": {"virtual_hosts": [{
-                            "name": "all", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
-                        }]},
-                        "http_filters": [
-                            {
-                                "name": root_id,
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                    "config": {
-                                        "name": root_id,
-                                        "root_id": root_id,
-                                        "failure_policy": "FAIL_CLOSED",
-                                        "vm_config": {
-                                            "vm_id": root_id,
-                                            "runtime": "envoy.wasm.runtime.v8",
-                                            "code": {"local": {"filename": wasm.to_string_lossy()}}
-                                        },
-                                        "configuration": {
-                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                            "value": plugin_config
-                                        }
-                                    }
-                                }
-                            },
-                            {"name": "envoy.filters.http.router",
-                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                        ]
-                    }
-                }]}]
-            }],
-            "clusters": [{
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
-            }]
-        }
-    });
-    config.to_string()
+    module_envoy_config(ports, upstream_port, wasm, root_id, plugin_config, &[])
+}
+
+/// Like [`single_filter_envoy_config`], with extra clusters (name, port on
+/// 127.0.0.1) a module may call out to.
+pub fn module_envoy_config(
+    ports: &EnvoyPorts,
+    upstream_port: u16,
+    wasm: &Path,
+    root_id: &str,
+    plugin_config: &str,
+    clusters: &[(&str, u16)],
+) -> String {
+    let mut filter = WasmFilter::module(
+        root_id,
+        wasm,
+        serde_json::Value::String(plugin_config.to_string()),
+    );
+    filter.key = root_id.to_string();
+    let mut local = Local {
+        listen: Addr::new("127.0.0.1", ports.listen),
+        admin: Addr::new("127.0.0.1", ports.admin),
+        upstream: Addr::new("127.0.0.1", upstream_port),
+        filters: vec![filter],
+        clusters: clusters
+            .iter()
+            .map(|(n, p)| (n.to_string(), Addr::new("127.0.0.1", *p)))
+            .collect(),
+    }
+    .to_value();
+    // Probes and fixtures answer from the upstream without the demo routes.
+    local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"] = serde_json::json!({"virtual_hosts": [{"name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "demo_upstream"}}]}]});
+    local.to_string()
 }
 
 /// Headers Envoy itself adds around a filter (before it: x-forwarded-proto,

@@ -1,4 +1,5 @@
-//! ab-routing in real Envoy (V8), configured by the repo's deploy/local/envoy.yaml.
+//! ab-routing in real Envoy (V8), configured as `make run` configures it
+//! (deploy/local/filters.yaml through `meshguard envoy-config`).
 
 #[path = "../../filters/ab-routing/tests/cases/mod.rs"]
 mod cases;
@@ -10,17 +11,9 @@ use meshguard_e2e::*;
 /// expectations describe `make run` exactly.
 #[test]
 fn demo_config_is_the_case_table_config() {
-    let rendered = render_envoy_config(
-        &EnvoyPorts {
-            listen: 1,
-            admin: 2,
-        },
-        3,
-    );
-    let embedded: serde_json::Value = serde_json::from_str(&ab_routing_plugin_config(&rendered))
-        .expect("embedded pluginConfig is JSON");
+    let local = local_plugin_config("ab-routing");
     let table: serde_json::Value = serde_json::from_str(cases::CONFIG).unwrap();
-    assert_eq!(embedded, table);
+    assert_eq!(local, table);
 }
 
 #[test]
@@ -293,7 +286,11 @@ fn bad_plugin_config_is_refused_with_json_path() {
             listen: free_port(),
             admin: free_port(),
         };
-        let config = with_ab_routing_plugin_config(&render_envoy_config(&ports, free_port()), json);
+        let config = local_envoy_config(
+            &ports,
+            free_port(),
+            local_filters_with_raw_config("ab-routing", json),
+        );
         let log = Envoy::expect_refused(&dir, &config, ports);
         assert!(log.contains(want), "log lacks `{want}`:\n{log}");
         assert!(

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use meshguard_common::config::{parse_config, ConfigError, PathBuf};
+use meshguard_common::config::{parse_config, ConfigError, JsonPath};
 use meshguard_common::contract::{AB_FORCE_HEADER, AB_FORCE_SECRET_HEADER, AB_VARIANT_HEADER};
 use meshguard_common::headers::{validate_cookie_name, validate_header_name};
 
@@ -140,7 +140,13 @@ impl AbRoutingConfig {
 
     /// Semantic checks serde cannot express. Returns the first mistake.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let root = PathBuf::root();
+        self.validate_at(&JsonPath::root())
+    }
+
+    /// [`Self::validate`] for a config that sits at `root` inside a larger
+    /// document (e.g. `$.ab_routing` in a chain's combined config).
+    pub fn validate_at(&self, root: &JsonPath) -> Result<(), ConfigError> {
+        let root = root.clone();
         let exps = root.field("experiments");
         if self.experiments.is_empty() {
             return Err(exps.err("expected at least one experiment"));
@@ -155,7 +161,7 @@ impl AbRoutingConfig {
         // Headers the filter owns must not collide with each other or with
         // headers it reads; otherwise a client could steer its own variant.
         let mut owned_headers: Vec<(String, String)> = Vec::new();
-        let mut claim = |header: String, path: &PathBuf| -> Result<(), ConfigError> {
+        let mut claim = |header: String, path: &JsonPath| -> Result<(), ConfigError> {
             if let Some((_, other)) = owned_headers.iter().find(|(h, _)| *h == header) {
                 return Err(path.err(format!("header `{header}` is already used at {other}")));
             }
@@ -248,7 +254,7 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_variants(variants: &[VariantConfig], p: &PathBuf) -> Result<(), ConfigError> {
+fn validate_variants(variants: &[VariantConfig], p: &JsonPath) -> Result<(), ConfigError> {
     if variants.is_empty() {
         return Err(p.err("expected at least one variant"));
     }
@@ -275,7 +281,7 @@ fn validate_variants(variants: &[VariantConfig], p: &PathBuf) -> Result<(), Conf
     Ok(())
 }
 
-fn validate_sticky_key(sources: &[KeySource], p: &PathBuf) -> Result<(), ConfigError> {
+fn validate_sticky_key(sources: &[KeySource], p: &JsonPath) -> Result<(), ConfigError> {
     if sources.is_empty() {
         return Err(p.err(
             "expected at least one key source: {\"header\": NAME}, {\"cookie\": NAME} or \"visitor_cookie\"",
@@ -302,7 +308,7 @@ fn validate_sticky_key(sources: &[KeySource], p: &PathBuf) -> Result<(), ConfigE
     Ok(())
 }
 
-fn validate_match(m: &MatchConfig, p: &PathBuf) -> Result<(), ConfigError> {
+fn validate_match(m: &MatchConfig, p: &JsonPath) -> Result<(), ConfigError> {
     for (i, host) in m.hosts.iter().enumerate() {
         let bare = host.strip_prefix("*.").unwrap_or(host);
         if bare.is_empty()

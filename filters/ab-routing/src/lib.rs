@@ -2,16 +2,15 @@
 //! a generated visitor id, weighted) so Istio VirtualService header matches
 //! can route it to a subset.
 //!
-//! The decision logic (`config`, `assign`, `router`) is plain Rust and knows
-//! nothing about proxy-wasm; `filter` is the thin proxy-wasm shell and only
-//! exists in the wasm32 build.
+//! Plain Rust, no proxy-wasm: `config` (the schema), `assign` and `router`
+//! (the decision), `stage` (the decision as a meshguard stage). The wasm
+//! module is `wasm/` (one line: `meshguard_shell::module!(AbRouting)`).
 
 pub mod assign;
 pub mod config;
 pub mod router;
-
-#[cfg(target_arch = "wasm32")]
-mod filter;
+pub mod stage;
 
 pub use config::AbRoutingConfig;
 pub use router::{Decision, Router};
+pub use stage::AbRouting;

@@ -3,6 +3,8 @@
 //! proxy-wasm shell hands in the request headers and a random source, and
 //! applies the returned [`Decision`].
 
+use std::rc::Rc;
+
 use sha2::{Digest, Sha256};
 
 use meshguard_common::config::ConfigError;
@@ -22,15 +24,36 @@ pub struct Router {
     visitor_cookie_attributes: String,
     qa: Option<QaOverride>,
     /// Every header this filter owns; any client-sent copy is stripped.
-    owned_headers: Vec<String>,
+    owned_headers: Vec<Rc<str>>,
     has_matchers: bool,
+    /// Every header the decision reads, looked up in one pass per request
+    /// (`HeaderSource::first_many`); the `*_at` fields index into it.
+    lookup: Vec<Rc<str>>,
+    /// Index in `lookup` of each owned header (same order as `owned_headers`).
+    owned_at: Vec<usize>,
+    authority_at: usize,
+    path_at: usize,
+}
+
+/// Requests' header lookups fit on the stack up to this many names.
+const LOOKUP_INLINE: usize = 16;
+
+/// Index of `name` in `lookup`, adding it if new.
+fn lookup_slot(lookup: &mut Vec<Rc<str>>, name: &str) -> usize {
+    match lookup.iter().position(|n| n.as_ref() == name) {
+        Some(i) => i,
+        None => {
+            lookup.push(name.into());
+            lookup.len() - 1
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Experiment {
-    name: String,
-    header: String,
-    variants: Vec<String>,
+    name: Rc<str>,
+    header: Rc<str>,
+    variants: Vec<Rc<str>>,
     table: VariantTable,
     sticky_key: Vec<Source>,
     matcher: Option<Matcher>,
@@ -38,7 +61,8 @@ struct Experiment {
 
 #[derive(Debug, Clone)]
 enum Source {
-    Header(String),
+    /// Index of the header in `Router::lookup`.
+    Header(usize),
     Cookie(String),
     Visitor,
 }
@@ -52,8 +76,8 @@ struct Matcher {
 
 #[derive(Debug, Clone)]
 struct QaOverride {
-    header: String,
-    secret_header: String,
+    header_at: usize,
+    secret_at: usize,
     secret_sha256: [u8; 32],
 }
 
@@ -147,23 +171,26 @@ impl Router {
     /// Compiles an already validated config.
     pub fn new(config: &AbRoutingConfig) -> Self {
         let mut owned_headers = Vec::new();
+        let mut lookup: Vec<Rc<str>> = Vec::new();
         let experiments = config
             .experiments
             .iter()
             .map(|e| {
-                let header = e.header.to_ascii_lowercase();
-                owned_headers.push(header.clone());
+                let header: Rc<str> = e.header.to_ascii_lowercase().into();
+                owned_headers.push(Rc::clone(&header));
                 let weights: Vec<u32> = e.variants.iter().map(|v| v.weight).collect();
                 Experiment {
-                    name: e.name.clone(),
+                    name: e.name.as_str().into(),
                     header,
-                    variants: e.variants.iter().map(|v| v.name.clone()).collect(),
+                    variants: e.variants.iter().map(|v| v.name.as_str().into()).collect(),
                     table: VariantTable::new(&weights),
                     sticky_key: e
                         .sticky_key
                         .iter()
                         .map(|s| match s {
-                            KeySource::Header(h) => Source::Header(h.to_ascii_lowercase()),
+                            KeySource::Header(h) => {
+                                Source::Header(lookup_slot(&mut lookup, &h.to_ascii_lowercase()))
+                            }
                             KeySource::Cookie(c) => Source::Cookie(c.clone()),
                             KeySource::VisitorCookie => Source::Visitor,
                         })
@@ -173,20 +200,20 @@ impl Router {
             })
             .collect();
         let qa = config.qa_override.as_ref().map(|q| QaOverride {
-            header: q.header.to_ascii_lowercase(),
-            secret_header: q.secret_header.to_ascii_lowercase(),
+            header_at: lookup_slot(&mut lookup, &q.header.to_ascii_lowercase()),
+            secret_at: lookup_slot(&mut lookup, &q.secret_header.to_ascii_lowercase()),
             secret_sha256: decode_hex32(&q.secret_sha256),
         });
-        match &qa {
+        match &config.qa_override {
             Some(q) => {
-                owned_headers.push(q.header.clone());
-                owned_headers.push(q.secret_header.clone());
+                owned_headers.push(q.header.to_ascii_lowercase().into());
+                owned_headers.push(q.secret_header.to_ascii_lowercase().into());
             }
             // Without overrides configured, the default override headers are
             // still never forwarded: an upstream must not see (or trust) them.
             None => {
-                owned_headers.push(AB_FORCE_HEADER.to_string());
-                owned_headers.push(AB_FORCE_SECRET_HEADER.to_string());
+                owned_headers.push(AB_FORCE_HEADER.into());
+                owned_headers.push(AB_FORCE_SECRET_HEADER.into());
             }
         }
         let vc = &config.visitor_cookie;
@@ -197,8 +224,26 @@ impl Router {
         if vc.secure {
             attrs.push_str("; Secure");
         }
+        let owned_at = owned_headers
+            .iter()
+            .map(|h| lookup_slot(&mut lookup, h))
+            .collect();
+        // Only experiments with a `match` need host and path.
+        let has_matchers = config.experiments.iter().any(|e| e.match_.is_some());
+        let (authority_at, path_at) = if has_matchers {
+            (
+                lookup_slot(&mut lookup, ":authority"),
+                lookup_slot(&mut lookup, ":path"),
+            )
+        } else {
+            (usize::MAX, usize::MAX)
+        };
         Self {
-            has_matchers: config.experiments.iter().any(|e| e.match_.is_some()),
+            lookup,
+            owned_at,
+            authority_at,
+            path_at,
+            has_matchers,
             experiments,
             visitor_cookie: vc.name.clone(),
             visitor_cookie_attributes: attrs,
@@ -209,13 +254,25 @@ impl Router {
 
     /// Every request header this filter owns (variant and override headers).
     pub fn owned_headers(&self) -> impl Iterator<Item = &str> {
-        self.owned_headers.iter().map(String::as_str)
+        self.owned_headers.iter().map(|h| h.as_ref())
     }
 
-    pub fn experiment_names(&self) -> impl Iterator<Item = (&str, &[String])> {
+    /// The owned headers as shared strings (for edits without copies).
+    pub fn owned_header_names(&self) -> &[Rc<str>] {
+        &self.owned_headers
+    }
+
+    /// (experiment, its variants) in declared order.
+    pub fn experiment_names(&self) -> impl Iterator<Item = (&str, &[Rc<str>])> {
         self.experiments
             .iter()
-            .map(|e| (e.name.as_str(), e.variants.as_slice()))
+            .map(|e| (e.name.as_ref(), e.variants.as_slice()))
+    }
+
+    /// Shared strings for an assignment: (experiment, header, variant).
+    pub fn assignment_names(&self, a: &Assignment) -> Option<(&Rc<str>, &Rc<str>, &Rc<str>)> {
+        let exp = self.experiments.get(a.experiment)?;
+        Some((&exp.name, &exp.header, exp.variants.get(a.variant)?))
     }
 
     /// Decides for one request. `headers` are the request headers as the
@@ -228,12 +285,24 @@ impl Router {
         random_id: impl FnOnce() -> Option<[u8; 16]>,
     ) -> Decision<'r> {
         let mut d = Decision::default();
-        let forced = self.forced_variants(headers, &mut d);
-        // Only experiments with a `match` need host and path: skip the scans otherwise.
+        // Every header the decision needs, in one pass over the map.
+        let mut inline = [None; LOOKUP_INLINE];
+        let mut spilled = Vec::new();
+        let found: &mut [Option<&[u8]>] = match inline.get_mut(..self.lookup.len()) {
+            Some(slots) => slots,
+            None => {
+                spilled.resize(self.lookup.len(), None);
+                &mut spilled
+            }
+        };
+        headers.first_many(&self.lookup, found);
+        let found: &[Option<&[u8]>] = found;
+        let at = |i: usize| found.get(i).copied().flatten();
+        let forced = self.forced_variants(at, &mut d);
         let (host, path) = if self.has_matchers {
             (
-                headers.first(":authority").map(headers::host_without_port),
-                headers.first(":path").map(headers::path_only),
+                at(self.authority_at).map(headers::host_without_port),
+                at(self.path_at).map(headers::path_only),
             )
         } else {
             (None, None)
@@ -255,8 +324,7 @@ impl Router {
             }
             let bucket_of = |key: &[u8]| hash::bucket(&exp.name, key);
             let found = exp.sticky_key.iter().find_map(|src| match src {
-                Source::Header(h) => headers
-                    .first(h)
+                Source::Header(i) => at(*i)
                     .filter(|v| !v.is_empty())
                     .map(|k| (bucket_of(k), How::Sticky)),
                 Source::Cookie(c) => headers::cookie(headers, c)
@@ -286,13 +354,13 @@ impl Router {
         }
 
         // Owned headers the client sent: replaced where set, removed otherwise.
-        for owned in &self.owned_headers {
-            if !headers.contains(owned) {
+        for (owned, i) in self.owned_headers.iter().zip(&self.owned_at) {
+            if at(*i).is_none() {
                 continue;
             }
-            match d.set.iter_mut().find(|s| s.name == owned.as_str()) {
+            match d.set.iter_mut().find(|s| s.name == owned.as_ref()) {
                 Some(s) => s.replace = true,
-                None => d.remove.push(owned.as_str()),
+                None => d.remove.push(owned.as_ref()),
             }
         }
 
@@ -317,8 +385,8 @@ impl Router {
     ) {
         if let Some(variant) = exp.variants.get(vi) {
             d.set.push(SetHeader {
-                name: exp.header.as_str(),
-                value: variant.as_str(),
+                name: exp.header.as_ref(),
+                value: variant.as_ref(),
                 replace: false,
             });
             d.assignments.push(Assignment {
@@ -331,14 +399,14 @@ impl Router {
 
     /// The override value if the request carries both the override header
     /// and the right secret; records a rejection otherwise.
-    fn forced_variants<'h, H: HeaderSource + ?Sized>(
+    fn forced_variants<'h>(
         &self,
-        headers: &'h H,
+        at: impl Fn(usize) -> Option<&'h [u8]>,
         d: &mut Decision<'_>,
     ) -> Option<&'h str> {
         let qa = self.qa.as_ref()?;
-        let value = headers.first(&qa.header)?;
-        let secret_ok = headers.first(&qa.secret_header).is_some_and(|secret| {
+        let value = at(qa.header_at)?;
+        let secret_ok = at(qa.secret_at).is_some_and(|secret| {
             let digest: [u8; 32] = Sha256::digest(secret).into();
             constant_time_eq(&digest, &qa.secret_sha256)
         });
@@ -356,10 +424,10 @@ fn find_forced(value: &str, exp: &Experiment) -> Option<usize> {
     let items = || value.split(',').map(str::trim).filter(|s| !s.is_empty());
     let by_name = items().find_map(|item| {
         let (e, v) = item.split_once('=')?;
-        (e.trim() == exp.name).then_some(v.trim())
+        (e.trim() == exp.name.as_ref()).then_some(v.trim())
     });
     let wanted = by_name.or_else(|| items().find(|item| !item.contains('=')))?;
-    exp.variants.iter().position(|v| v == wanted)
+    exp.variants.iter().position(|v| v.as_ref() == wanted)
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

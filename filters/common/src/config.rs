@@ -43,44 +43,89 @@ impl std::error::Error for ConfigError {}
 /// Deserialize `bytes` (the pluginConfig JSON) into `T`, reporting the JSON
 /// path of the first mistake.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    parse_config_at(bytes, &JsonPath::root())
+}
+
+/// Like [`parse_config`], for a document that sits at `base` inside a larger
+/// one (a stage's section of a combined config): paths start at `base`.
+/// A JSON syntax error has no path; it is reported at `base` with the line
+/// and column of the mistake.
+pub fn parse_config_at<T: DeserializeOwned>(
+    bytes: &[u8],
+    base: &JsonPath,
+) -> Result<T, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = json_path(&err.path().to_string());
-        let inner = err.into_inner();
-        ConfigError::at(path, describe_serde_error(&inner))
+        let inner = err.inner();
+        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+            return ConfigError::at(base.as_str(), describe_serde_error(inner));
+        }
+        let path = base.join_serde(&err.path().to_string());
+        ConfigError::at(path, describe_serde_error(inner))
     })?;
     // Trailing garbage after the document is a mistake too, not something to ignore.
     de.end()
-        .map_err(|err| ConfigError::at("$", describe_serde_error(&err)))?;
+        .map_err(|err| ConfigError::at(base.as_str(), describe_serde_error(&err)))?;
     Ok(value)
 }
 
-/// `serde_path_to_error` prints `a.b[0]`, or `.` for the root; turn it into JSONPath.
-fn json_path(raw: &str) -> String {
-    match raw {
-        "" | "." => "$".to_string(),
-        p if p.starts_with('[') => format!("${p}"),
-        p => format!("$.{p}"),
-    }
+/// Deserialize an already parsed JSON value (a section of a combined config)
+/// into `T`, with paths starting at `base`.
+pub fn from_value_at<T: DeserializeOwned>(
+    value: serde_json::Value,
+    base: &JsonPath,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = base.join_serde(&err.path().to_string());
+        ConfigError::at(path, err.into_inner().to_string())
+    })
 }
 
 fn describe_serde_error(err: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match err.classify() {
-        Category::Eof => format!("config is truncated ({err})"),
-        Category::Syntax => format!("config is not valid JSON ({err})"),
+        Category::Eof => format!(
+            "config is truncated: the JSON document ends early (line {}, column {})",
+            err.line(),
+            err.column()
+        ),
+        Category::Syntax => format!(
+            "config is not valid JSON: {} (line {}, column {})",
+            syntax_message(err),
+            err.line(),
+            err.column()
+        ),
         Category::Io => format!("could not read config ({err})"),
         Category::Data => err.to_string(),
     }
 }
 
-/// Builds child JSON paths while validating, so messages stay consistent.
-#[derive(Debug, Clone)]
-pub struct PathBuf(String);
+/// serde_json's message without its own " at line X column Y" suffix.
+fn syntax_message(err: &serde_json::Error) -> String {
+    let full = err.to_string();
+    match full.rfind(" at line ") {
+        Some(i) => full.get(..i).unwrap_or(&full).to_string(),
+        None => full,
+    }
+}
 
-impl PathBuf {
+/// A JSONPath (`$.experiments[0].name`), built while validating so every
+/// message names the same place the same way. A stage inside a combined
+/// config starts from its own base (`$.ab_routing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath(String);
+
+impl JsonPath {
     pub fn root() -> Self {
         Self("$".to_string())
+    }
+    /// `serde_path_to_error` prints `a.b[0]`, or `.` for the root; append it.
+    fn join_serde(&self, raw: &str) -> String {
+        match raw {
+            "" | "." => self.0.clone(),
+            p if p.starts_with('[') => format!("{}{p}", self.0),
+            p => format!("{}.{p}", self.0),
+        }
     }
     pub fn field(&self, name: &str) -> Self {
         Self(format!("{}.{name}", self.0))
@@ -147,6 +192,7 @@ mod tests {
     fn syntax_error_and_trailing_garbage() {
         let err = parse_config::<Outer>(br#"{"items": [}"#).unwrap_err();
         assert!(err.message.contains("not valid JSON"), "{}", err.message);
+        assert_eq!(err.path, "$");
         let err = parse_config::<Outer>(br#"{"items": []} x"#).unwrap_err();
         assert_eq!(err.path, "$");
         let err = parse_config::<Outer>(b"").unwrap_err();
@@ -155,7 +201,28 @@ mod tests {
 
     #[test]
     fn display_includes_path() {
-        let e = PathBuf::root().field("a").index(2).err("boom");
+        let e = JsonPath::root().field("a").index(2).err("boom");
         assert_eq!(e.to_string(), "invalid plugin config at $.a[2]: boom");
+    }
+
+    #[test]
+    fn paths_start_at_the_base() {
+        let base = JsonPath::root().field("ab_routing");
+        let err = parse_config_at::<Outer>(br#"{"items":[{"weight":"x"}]}"#, &base).unwrap_err();
+        assert_eq!(err.path, "$.ab_routing.items[0].weight");
+        let err = parse_config_at::<Outer>(br#"{"nope":1}"#, &base).unwrap_err();
+        assert_eq!(err.path, "$.ab_routing.nope");
+        let value = serde_json::json!({"items": [{"weight": 1}, {}]});
+        let err = from_value_at::<Outer>(value, &base).unwrap_err();
+        assert_eq!(err.path, "$.ab_routing.items[1]");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column_not_a_bogus_path() {
+        let err =
+            parse_config::<Outer>(b"{\n  \"items\": [\n    {\"weight\": 1,}\n  ]\n}").unwrap_err();
+        assert_eq!(err.path, "$");
+        assert!(err.message.contains("line 3, column 18"), "{}", err.message);
+        assert!(!err.message.contains(" at line "), "{}", err.message);
     }
 }

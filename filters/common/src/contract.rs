@@ -13,3 +13,8 @@ pub const AB_VARIANT_HEADER: &str = "x-ab-variant";
 /// secret header below; both are always stripped before the upstream.
 pub const AB_FORCE_HEADER: &str = "x-ab-force";
 pub const AB_FORCE_SECRET_HEADER: &str = "x-ab-force-secret";
+
+/// Request header carrying the authenticated subject. The authn filter
+/// strips any client copy and sets it; later filters (ab-routing's sticky
+/// key, ratelimit's key, accesslog) read it.
+pub const IDENTITY_HEADER: &str = "x-meshguard-identity";

@@ -1,0 +1,267 @@
+//! The stage interface: what one filter's logic looks like to the shell.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use meshguard_common::config::{ConfigError, JsonPath};
+use meshguard_common::headers::PairsView;
+
+use crate::facts::Facts;
+use crate::host::{Bumps, CalloutError, Host, HttpCallout, MetricId, MetricsRegistry, Token};
+use crate::message::{Request, Response};
+use crate::text::Text;
+
+/// What a request hook tells the shell to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Go on with the next stage (or forward the request).
+    Continue,
+    /// Pause the request until the callout with this token answers; then
+    /// the same stage's [`Stage::on_callout`] runs.
+    Wait(Token),
+    /// Answer the client now; later stages and the upstream never see it.
+    Respond(LocalReply),
+}
+
+/// A response the proxy sends instead of forwarding the request. For gRPC
+/// requests Envoy derives `grpc-status` from `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub headers: Vec<(Text, Text)>,
+    pub body: Vec<u8>,
+}
+
+impl LocalReply {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: impl Into<Text>, value: impl Into<Text>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The answer to a callout.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply<'a> {
+    /// The upstream answered (any status).
+    Response {
+        /// `:status`, 0 if missing or unparsable.
+        status: u16,
+        headers: &'a PairsView<'a>,
+        body: &'a [u8],
+    },
+    /// No answer: connection failure, reset or timeout (the proxy does not
+    /// say which).
+    Failed,
+}
+
+/// What a stage needs from the shell beyond request headers, so the shell
+/// reads (and pauses for) nothing nobody uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Buffer up to this many bytes of request body and call
+    /// [`Stage::on_request_body`] before going on to the next stage.
+    pub request_body: Option<usize>,
+    /// Read the response headers for [`Stage::on_response_headers`] (the
+    /// hook always runs; without this it sees an empty map, and can still
+    /// add headers).
+    pub response_headers: bool,
+    /// Call [`Stage::on_log`] (with request and response headers read).
+    pub log: bool,
+    /// Call [`Stage::on_tick`] at this period.
+    pub tick: Option<Duration>,
+    /// Reads [`Facts`] that earlier stages record. Stages record facts only
+    /// when some stage in the chain reads them ([`Cx::facts_wanted`]), so a
+    /// chain without readers pays nothing for them.
+    pub facts: bool,
+}
+
+/// Per-request context for a hook: the host seam, the facts of this
+/// request, and the metrics to bump (the shell bumps them all in one pass
+/// after the hook).
+pub struct Cx<'a> {
+    host: &'a mut dyn Host,
+    pub facts: &'a mut Facts,
+    bumps: &'a mut Bumps,
+    facts_wanted: bool,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(
+        host: &'a mut dyn Host,
+        facts: &'a mut Facts,
+        bumps: &'a mut Bumps,
+        facts_wanted: bool,
+    ) -> Self {
+        Self {
+            host,
+            facts,
+            bumps,
+            facts_wanted,
+        }
+    }
+
+    /// Whether any stage in the chain reads [`Facts`]: record them only then.
+    pub fn facts_wanted(&self) -> bool {
+        self.facts_wanted
+    }
+
+    pub fn host(&mut self) -> &mut dyn Host {
+        self.host
+    }
+
+    /// Adds one to a counter.
+    pub fn count(&mut self, id: MetricId) {
+        self.add(id, 1);
+    }
+
+    pub fn add(&mut self, id: MetricId, delta: i64) {
+        if id != MetricId::NONE {
+            self.bumps.push(id, delta);
+        }
+    }
+
+    /// Dispatches a callout; return `Step::Wait(token)` to pause on it.
+    pub fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
+        self.host.http_call(call)
+    }
+}
+
+/// Context for root-level hooks (timers, root callouts): no request.
+pub struct RootCx<'a> {
+    host: &'a mut dyn Host,
+    bumps: &'a mut Bumps,
+    /// Callouts dispatched during this hook; their replies go to
+    /// [`Stage::on_root_callout`] of the same stage.
+    pub(crate) dispatched: Vec<Token>,
+}
+
+impl<'a> RootCx<'a> {
+    pub fn new(host: &'a mut dyn Host, bumps: &'a mut Bumps) -> Self {
+        Self {
+            host,
+            bumps,
+            dispatched: Vec::new(),
+        }
+    }
+
+    pub fn host(&mut self) -> &mut dyn Host {
+        self.host
+    }
+
+    pub fn count(&mut self, id: MetricId) {
+        self.add(id, 1);
+    }
+
+    pub fn add(&mut self, id: MetricId, delta: i64) {
+        if id != MetricId::NONE {
+            self.bumps.push(id, delta);
+        }
+    }
+
+    pub fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
+        let token = self.host.http_call(call)?;
+        self.dispatched.push(token);
+        Ok(token)
+    }
+}
+
+/// What the log phase sees: the final request and response headers and the
+/// facts; properties (`response.code`, timings) through the host.
+pub struct LogView<'a> {
+    pub request: &'a PairsView<'a>,
+    pub response: &'a PairsView<'a>,
+    pub facts: &'a Facts,
+}
+
+/// One filter's logic. A stage is built once per configuration and shared
+/// by every request; per-request data lives in [`Stage::PerRequest`].
+/// Hooks never call the proxy directly: they read through [`Request`],
+/// record edits, and ask the host through [`Cx`].
+pub trait Stage: Sized + 'static {
+    /// The filter's name: `ab-routing`. Its CLI name and module name.
+    const NAME: &'static str;
+    /// Its key in a combined chain config: `ab_routing`.
+    const CONFIG_KEY: &'static str;
+    /// The pluginConfig: these serde types are the schema.
+    type Config: DeserializeOwned;
+    type PerRequest: Default;
+
+    /// Validates `config` (which sits at `at` in the document: `$` alone,
+    /// `$.ab_routing` in a chain) and compiles it; defines metrics.
+    fn build(
+        config: Self::Config,
+        at: &JsonPath,
+        metrics: &mut dyn MetricsRegistry,
+    ) -> Result<Self, ConfigError>;
+
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// Request headers that belong to this stage. If the proxy cannot hand
+    /// over the request headers, the shell strips these (a client must
+    /// never get to set them) and applies [`Stage::when_headers_unreadable`].
+    fn owned_request_headers(&self) -> &[std::rc::Rc<str>] {
+        &[]
+    }
+
+    /// What to do when the request headers cannot be read at all.
+    fn when_headers_unreadable(&self) -> Step {
+        Step::Continue
+    }
+
+    fn on_request_headers(
+        &self,
+        rq: &mut Request<'_>,
+        st: &mut Self::PerRequest,
+        cx: &mut Cx<'_>,
+    ) -> Step;
+
+    /// With [`Needs::request_body`]: the body buffered up to the limit
+    /// (`rq.end_of_stream()` tells whether it is all of it).
+    fn on_request_body(
+        &self,
+        _rq: &mut Request<'_>,
+        _st: &mut Self::PerRequest,
+        _cx: &mut Cx<'_>,
+    ) -> Step {
+        Step::Continue
+    }
+
+    /// The answer to the callout this stage waited on.
+    fn on_callout(
+        &self,
+        _reply: Reply<'_>,
+        _rq: &mut Request<'_>,
+        _st: &mut Self::PerRequest,
+        _cx: &mut Cx<'_>,
+    ) -> Step {
+        Step::Continue
+    }
+
+    fn on_response_headers(
+        &self,
+        _rs: &mut Response<'_>,
+        _st: &mut Self::PerRequest,
+        _cx: &mut Cx<'_>,
+    ) {
+    }
+
+    /// With [`Needs::log`]: after the stream ends.
+    fn on_log(&self, _log: &LogView<'_>, _st: &Self::PerRequest, _cx: &mut Cx<'_>) {}
+
+    /// With [`Needs::tick`]: timers (key refresh, cleanup, flushing).
+    fn on_tick(&self, _cx: &mut RootCx<'_>) {}
+
+    /// The answer to a callout dispatched from [`Stage::on_tick`].
+    fn on_root_callout(&self, _token: Token, _reply: Reply<'_>, _cx: &mut RootCx<'_>) {}
+}
