@@ -6,7 +6,7 @@
 mod cases;
 
 use meshguard_e2e::*;
-use wasm_test_harness::{Action, Harness, Headers};
+use wasm_test_harness::{Action, Harness, Headers, HttpCallResponse, LogLevel};
 
 /// Request headers as the filter sees them inside Envoy: pseudo-headers from
 /// the request line, the client's headers, then what Envoy adds first.
@@ -227,4 +227,44 @@ fn probe_wrong_phase_traps_in_both() {
         .request_headers([("x-probe", "wrong-phase")], true)
         .unwrap_err();
     assert!(err.to_string().contains("unexpected status: 2"), "{err}");
+}
+
+/// A body that arrives while the filter is paused (waiting for its
+/// callout) reaches `on_request_body` once the filter continues, and the
+/// upstream, without any further data from the client.
+#[test]
+fn probe_body_parked_during_callout_is_delivered_like_envoy() {
+    let (_up, envoy) = probe_stack("probe-parked-body");
+    let client = [
+        ("x-probe", "http-call-body"),
+        ("x-probe-cluster", "upstream"),
+    ];
+    let e = envoy.request("POST", "/upload", &client, b"hello");
+    assert_eq!(e.status, 200, "{}", envoy.proc.log_tail());
+    let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["body_bytes"].as_u64(), Some(5), "{}", e.body_text());
+    assert!(
+        envoy.proc.log_text().contains("parked body size 5"),
+        "{}",
+        envoy.proc.log_tail()
+    );
+
+    let h = Harness::new();
+    h.declare_cluster("upstream");
+    let module = h.module(probe_path()).unwrap();
+    let mut vm = h.configured_vm(&module, b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let mut headers = as_envoy_presents("/upload", &client, "id");
+    headers.replace(":method", b"POST");
+    assert_eq!(http.request_headers(headers, false).unwrap(), Action::Pause);
+    assert_eq!(http.request_body(b"hello", true).unwrap(), Action::Pause);
+    let id = http.id();
+    let token = vm.http_calls()[0].token;
+    vm.respond_http_call(token, HttpCallResponse::new(200, &[], b"{}"))
+        .unwrap();
+    let http = vm.http(id).unwrap();
+    assert_eq!(http.request_body_forwarded(), b"HELLO");
+    assert!(vm
+        .logs_at(LogLevel::Info)
+        .contains(&"parked body size 5".to_string()));
 }

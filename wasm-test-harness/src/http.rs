@@ -102,8 +102,8 @@ impl<'v> Http<'v> {
     }
 
     /// A request body chunk. While request headers are paused Envoy buffers
-    /// the data without calling the filter (returns `Pause` here); the
-    /// buffered bytes come with the next chunk after the filter resumed.
+    /// the data without calling the filter (returns `Pause` here) and
+    /// delivers it to `on_request_body` as soon as the filter continues.
     /// When `on_request_body` returns `Pause`, the next call sees the whole
     /// body so far (StopIterationAndBuffer).
     pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {

@@ -760,6 +760,47 @@ fn body_waits_while_headers_are_paused() {
     assert_eq!(http.request_body_forwarded(), b"early-late");
 }
 
+/// Envoy delivers a body that arrived while the filter was paused (here:
+/// waiting for its callout) to `on_request_body` as soon as the filter
+/// continues, and forwards it; no further data has to arrive first.
+/// Checked against Envoy in tests/tests/envoy_vs_harness.rs.
+#[test]
+fn body_parked_while_paused_is_delivered_on_continue() {
+    let h = Harness::new();
+    h.declare_cluster("auth");
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let headers = req("http-call-body", &[("x-probe-cluster", "auth")]);
+    assert_eq!(http.request_headers(headers, false).unwrap(), Action::Pause);
+    assert_eq!(http.request_body(b"hello", true).unwrap(), Action::Pause);
+    assert!(http.request_body_forwarded().is_empty());
+    let id = http.id();
+    let token = vm.http_calls()[0].token;
+    vm.respond_http_call(token, HttpCallResponse::new(200, &[], b""))
+        .unwrap();
+    let http = vm.http(id).unwrap();
+    assert_eq!(http.request_body_forwarded(), b"HELLO");
+    assert!(http.request_body_buffered().is_empty());
+    assert!(vm
+        .logs_at(LogLevel::Info)
+        .contains(&"parked body size 5".to_string()));
+
+    // Parked data without end of stream is delivered too; later data
+    // follows normally.
+    let mut http = vm.new_http().unwrap();
+    let headers = req("http-call", &[("x-probe-cluster", "auth")]);
+    http.request_headers(headers, false).unwrap();
+    http.request_body(b"early", false).unwrap();
+    let id = http.id();
+    let token = vm.http_calls()[0].token;
+    vm.respond_http_call(token, HttpCallResponse::new(200, &[], b""))
+        .unwrap();
+    let mut http = vm.http(id).unwrap();
+    assert_eq!(http.request_body_forwarded(), b"early");
+    assert_eq!(http.request_body(b"-late", true).unwrap(), Action::Continue);
+    assert_eq!(http.request_body_forwarded(), b"early-late");
+}
+
 #[test]
 fn trailers_close_and_foreign_functions() {
     let h = Harness::new();

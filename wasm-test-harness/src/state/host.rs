@@ -64,6 +64,9 @@ pub(crate) struct Host {
     pub done_calls: u32,
     /// Streams with a local reply to send once the current VM call returns.
     pub local_replies: Vec<u32>,
+    /// (stream, request?) resumed with parked body data to deliver once
+    /// the current VM call returns.
+    pub resumed_bodies: Vec<(u32, bool)>,
 }
 
 /// Who this VM is.
@@ -104,6 +107,7 @@ impl Host {
             vm_properties: id.properties,
             done_calls: 0,
             local_replies: Vec::new(),
+            resumed_bodies: Vec::new(),
         }
     }
 
@@ -300,8 +304,13 @@ impl Host {
     // ---- stream control, local replies ------------------------------------------
 
     pub fn continue_stream(&mut self, t: i32) -> Result<(), Status> {
+        let id = self.effective;
         let s = self.stream().ok_or(Status::BadArgument)?;
-        s.continue_stream(t).map(|_| ())
+        if s.continue_stream(t)? {
+            let request = t == crate::abi::stream_type::HTTP_REQUEST;
+            self.resumed_bodies.push((id, request));
+        }
+        Ok(())
     }
 
     /// Recorded now, sent once the VM call returns (Envoy's after-VM-call

@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::abi::encode_pairs;
+use crate::abi::{encode_pairs, stream_type, Action};
 use crate::state::process::Process;
 
 fn host_on(process: &SharedProcess, vm_number: u64) -> Host {
@@ -105,6 +105,25 @@ fn local_reply_is_queued_once_and_not_from_root() {
     h.set_effective_context(1).unwrap();
     h.send_local_response(403, "", vec![], &[], 7).unwrap();
     assert_eq!(h.local_replies, vec![2]);
+}
+
+#[test]
+fn continue_with_parked_body_schedules_delivery() {
+    let mut h = with_stream();
+    let s = h.stream().unwrap();
+    s.begin_request_headers(Headers::new());
+    s.end_request_headers(Action::Pause, 0);
+    assert_eq!(s.accept_body(true, b"early", true), None);
+    h.continue_stream(stream_type::HTTP_REQUEST).unwrap();
+    assert_eq!(h.resumed_bodies, vec![(2, true)]);
+    // Nothing parked on the response side: nothing to deliver.
+    h.continue_stream(stream_type::HTTP_RESPONSE).unwrap();
+    assert_eq!(h.resumed_bodies, vec![(2, true)]);
+    h.set_effective_context(1).unwrap();
+    assert_eq!(
+        h.continue_stream(stream_type::HTTP_REQUEST),
+        Err(Status::BadArgument)
+    );
 }
 
 #[test]

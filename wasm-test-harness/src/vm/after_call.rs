@@ -1,5 +1,7 @@
 //! What Envoy does once a VM call returns (its after-VM-call actions):
-//! send the local replies the filter asked for.
+//! send the local replies the filter asked for, and deliver body data that
+//! arrived while the filter kept its headers paused to the filter that
+//! just continued.
 
 use super::{StreamCallback, Vm};
 use crate::error::Error;
@@ -9,11 +11,15 @@ impl Vm {
     pub(super) fn after_call(&mut self) -> Result<(), Error> {
         loop {
             let replies = std::mem::take(&mut self.host_mut().local_replies);
-            if replies.is_empty() {
+            let bodies = std::mem::take(&mut self.host_mut().resumed_bodies);
+            if replies.is_empty() && bodies.is_empty() {
                 return Ok(());
             }
             for id in replies {
                 self.send_local_reply(id)?;
+            }
+            for (id, request) in bodies {
+                self.deliver_parked_body(id, request)?;
             }
         }
     }
@@ -56,6 +62,39 @@ impl Vm {
         if let Some(s) = self.stream_state_mut(id) {
             s.live.response_body = false;
             s.response_body.forwarded = std::mem::take(&mut s.response_body.buffered);
+        }
+        Ok(())
+    }
+
+    /// Envoy's `continueDecoding`/`continueEncoding`: the buffered body goes
+    /// to `on_*_body` (with end of stream if it came), and on to the
+    /// upstream/client if the filter continues.
+    fn deliver_parked_body(&mut self, id: u32, request: bool) -> Result<(), Error> {
+        let Some(s) = self.stream_state_mut(id) else {
+            return Ok(());
+        };
+        let paused = if request {
+            s.request_paused
+        } else {
+            s.response_paused
+        };
+        if s.local_response.is_some() || paused {
+            return Ok(());
+        }
+        let end = if request {
+            s.request_body.parked_end
+        } else {
+            s.response_body.parked_end
+        };
+        let size = s.unpark(request) as i32;
+        let which = if request {
+            StreamCallback::RequestBody
+        } else {
+            StreamCallback::ResponseBody
+        };
+        let action = self.call_stream(which, id, size, i32::from(end))?;
+        if let Some(s) = self.stream_state_mut(id) {
+            s.end_body(request, action);
         }
         Ok(())
     }
