@@ -268,3 +268,75 @@ fn probe_body_parked_during_callout_is_delivered_like_envoy() {
         .logs_at(LogLevel::Info)
         .contains(&"parked body size 5".to_string()));
 }
+
+/// Local replies to gRPC, gRPC-Web and HEAD requests: the same status,
+/// headers (in order) and body from Envoy and the harness.
+#[test]
+fn probe_local_reply_variants_match_envoy() {
+    let (_up, envoy) = probe_stack("probe-local-reply-variants");
+    let h = Harness::new();
+    let module = h.module(probe_path()).unwrap();
+    let mut vm = h.configured_vm(&module, b"").unwrap();
+    // Headers the filter pipeline decides; Envoy's codec adds the rest.
+    let compared = |headers: Vec<(String, String)>| -> Vec<(String, String)> {
+        headers
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "date" | "server" | "connection" | ":status"))
+            .filter(|(k, v)| !(k == "content-length" && v == "0"))
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("GET", vec![("content-type", "application/grpc")]),
+        (
+            "GET",
+            vec![
+                ("content-type", "application/grpc"),
+                ("x-probe-status", "401"),
+            ],
+        ),
+        (
+            "GET",
+            vec![
+                ("content-type", "application/grpc+proto"),
+                ("x-probe-status", "503"),
+            ],
+        ),
+        (
+            "GET",
+            vec![
+                ("content-type", "application/grpc"),
+                ("x-probe-status", "404"),
+            ],
+        ),
+        ("GET", vec![("content-type", "application/grpc-web")]),
+        ("HEAD", vec![]),
+    ];
+    let mut failures = Vec::new();
+    for (method, extra) in cases {
+        let mut client = vec![("x-probe", "local-reply")];
+        client.extend(extra.iter().copied());
+        let e = envoy.request(method, "/denied", &client, b"");
+        let mut http = vm.new_http().unwrap();
+        let mut headers = as_envoy_presents("/denied", &client, "id");
+        headers.replace(":method", method.as_bytes());
+        http.request_headers(headers, true).unwrap();
+        let resp = http.response_headers_map();
+        let envoy_view = (
+            e.status.to_string(),
+            compared(e.headers.clone()),
+            e.body.clone(),
+        );
+        let harness_view = (
+            resp.get(":status").unwrap_or_default(),
+            compared(resp.pairs()),
+            http.response_body_forwarded(),
+        );
+        http.finish().unwrap();
+        if envoy_view != harness_view {
+            failures.push(format!(
+                "{method} {extra:?}:\n  envoy:   {envoy_view:?}\n  harness: {harness_view:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

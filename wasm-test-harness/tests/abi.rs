@@ -427,6 +427,70 @@ fn local_reply_in_request_headers() {
     assert_eq!(resp.get("grpc-message").as_deref(), Some("nope"));
 }
 
+/// `send_http_response` to a gRPC request: Envoy answers trailers-only
+/// with grpc-status derived from the HTTP status and the body as
+/// percent-encoded grpc-message, the filter's headers right after
+/// `:status`. Checked against Envoy in tests/tests/envoy_vs_harness.rs.
+#[test]
+fn http_local_reply_to_grpc_request_is_trailers_only_like_envoy() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    for (status, grpc_status) in [("403", "7"), ("401", "16"), ("429", "14"), ("500", "2")] {
+        let mut http = vm.new_http().unwrap();
+        let extra = [
+            ("content-type", "application/grpc"),
+            ("x-probe-status", status),
+        ];
+        http.request_headers(req("local-reply", &extra), true)
+            .unwrap();
+        assert_eq!(
+            http.response_headers_map().pairs(),
+            vec![
+                (":status".to_string(), "200".to_string()),
+                ("x-probe".to_string(), "denied".to_string()),
+                ("content-type".to_string(), "application/grpc".to_string()),
+                ("grpc-status".to_string(), grpc_status.to_string()),
+                ("grpc-message".to_string(), "denied%0A".to_string()),
+                ("x-probe-response".to_string(), "seen".to_string()),
+            ],
+            "HTTP {status}"
+        );
+        assert!(http.response_body_forwarded().is_empty());
+    }
+}
+
+/// gRPC-Web is not gRPC for Envoy's local replies: plain HTTP status and body.
+#[test]
+fn local_reply_to_grpc_web_is_plain_http() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let extra = [("content-type", "application/grpc-web")];
+    http.request_headers(req("local-reply", &extra), true)
+        .unwrap();
+    let resp = http.response_headers_map();
+    assert_eq!(resp.get(":status").as_deref(), Some("403"));
+    assert!(!resp.contains("grpc-status"));
+    assert_eq!(http.response_body_forwarded(), b"denied\n");
+}
+
+/// A local reply to HEAD: headers (with the body's content-length), no body.
+#[test]
+fn local_reply_to_head_has_no_body() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let mut headers = req("local-reply", &[]);
+    headers[0].1 = "HEAD".to_string();
+    http.request_headers(headers, true).unwrap();
+    let resp = http.response_headers_map();
+    assert_eq!(resp.get(":status").as_deref(), Some("403"));
+    assert_eq!(resp.get("content-length").as_deref(), Some("7"));
+    assert_eq!(resp.get("x-probe-response").as_deref(), Some("seen"));
+    assert!(http.response_body_forwarded().is_empty());
+    assert_eq!(http.local_response().unwrap().body, b"denied\n");
+}
+
 #[test]
 fn grpc_callout_success_failure_and_unknown_cluster() {
     let h = Harness::new();
