@@ -4,6 +4,8 @@
 
 #[path = "../../filters/ab-routing/tests/cases/mod.rs"]
 mod cases;
+#[path = "../../wasm-test-harness/tests/common/fixtures.rs"]
+mod fixtures;
 
 use meshguard_e2e::*;
 use wasm_test_harness::{Action, Harness, Headers, HttpCallResponse, LogLevel};
@@ -105,14 +107,9 @@ fn ab_routing_case_table_same_headers_in_envoy_and_harness() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The probe fixture, built on first use if missing or stale.
 fn probe_path() -> std::path::PathBuf {
-    let p = repo_root().join("target/fixtures/harness-probe.wasm");
-    assert!(
-        p.exists(),
-        "{} missing: run `make build-fixtures`",
-        p.display()
-    );
-    p
+    fixtures::fixture("harness-probe")
 }
 
 fn probe_stack(name: &str) -> (Upstream, Envoy) {
