@@ -41,7 +41,13 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
         "random_get",
         |mut c: C<'_>, buf: i32, len: i32| -> R {
             let len = len as u32 as usize;
-            let mut bytes = Vec::with_capacity(len.min(1 << 20));
+            // Refuse before generating: a bogus length must not make the
+            // host allocate gigabytes.
+            let size = c.data().memory.map_or(0, |m| m.data_size(&c));
+            if (buf as u32 as usize).saturating_add(len) > size {
+                return Ok(EFAULT);
+            }
+            let mut bytes = Vec::with_capacity(len);
             while bytes.len() < len {
                 bytes.extend_from_slice(&c.data_mut().host.next_random().to_le_bytes());
             }
