@@ -18,7 +18,6 @@ pub(super) const NAMES: &[&str] = &[
 ];
 
 /// Cluster, service, method and metadata of a gRPC call or stream.
-#[allow(clippy::too_many_arguments)]
 fn grpc_target(
     c: &C<'_>,
     (up, ul): (i32, i32),

@@ -339,29 +339,25 @@ mod tests {
     #[test]
     fn grpc_streams_send_close_cancel() {
         let mut c = Callouts::default();
-        let target = GrpcTarget {
-            cluster: "a".into(),
+        let target = |cluster: &str| GrpcTarget {
+            cluster: cluster.into(),
             service: "s".into(),
             method: "m".into(),
             metadata: vec![],
         };
-        assert!(c
-            .open_stream(
-                2,
-                GrpcTarget {
-                    cluster: "x".into(),
-                    ..target
-                },
-                false
-            )
-            .is_err());
-        let target = GrpcTarget {
-            cluster: "a".into(),
-            service: "s".into(),
-            method: "m".into(),
-            metadata: vec![],
+        assert_eq!(
+            c.open_stream(2, target("x"), false),
+            Err(Status::ParseFailure)
+        );
+        let bad = GrpcTarget {
+            metadata: vec![9, 0, 0, 0],
+            ..target("a")
         };
-        let t = c.open_stream(2, target, true).unwrap();
+        assert_eq!(
+            c.open_stream(2, bad, true),
+            Err(Status::SerializationFailure)
+        );
+        let t = c.open_stream(2, target("a"), true).unwrap();
         c.send(t, b"1".to_vec(), false).unwrap();
         assert!(!c.streams[&t].local_closed);
         c.close(t).unwrap();

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::callouts::{CalloutData, Callouts};
+use super::callouts::{CalloutData, Callouts, GrpcTarget};
 use super::local_reply::LocalResponse;
 use super::metrics::MetricIds;
 use super::process::{lock, SharedProcess};
@@ -14,7 +14,7 @@ use super::properties::{self, Scope};
 use super::queues::QueueOwner;
 use super::stream::StreamState;
 use super::HostError;
-use crate::abi::{buffer_type, decode_pairs, map_type, LogLevel, MetricType, Status};
+use crate::abi::{buffer_type, decode_pairs, map_type, stream_type, LogLevel, MetricType, Status};
 use crate::headers::Headers;
 
 /// One log call from the guest.
@@ -307,7 +307,7 @@ impl Host {
         let id = self.effective;
         let s = self.stream().ok_or(Status::BadArgument)?;
         if s.continue_stream(t)? {
-            let request = t == crate::abi::stream_type::HTTP_REQUEST;
+            let request = t == stream_type::HTTP_REQUEST;
             self.resumed_bodies.push((id, request));
         }
         Ok(())
@@ -361,7 +361,7 @@ impl Host {
 
     pub fn grpc_call(
         &mut self,
-        target: super::callouts::GrpcTarget,
+        target: GrpcTarget,
         message: Vec<u8>,
         timeout_ms: i32,
     ) -> Result<u32, Status> {
@@ -371,7 +371,7 @@ impl Host {
             .dispatch_grpc(ctx, target, known, message, timeout_ms, now)
     }
 
-    pub fn grpc_stream(&mut self, target: super::callouts::GrpcTarget) -> Result<u32, Status> {
+    pub fn grpc_stream(&mut self, target: GrpcTarget) -> Result<u32, Status> {
         let (known, _) = self.cluster_known(&target.cluster);
         let ctx = self.effective;
         self.callouts.open_stream(ctx, target, known)
