@@ -283,6 +283,18 @@ impl Envoy {
             .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.proc.log_tail()))
     }
 
+    /// Any method, with a body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        request(self.ports.listen, method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.proc.log_tail()))
+    }
+
     /// Value of counter `name` from the admin /stats endpoint (0 if absent).
     pub fn counter(&self, name: &str) -> u64 {
         let r =
@@ -374,11 +386,37 @@ pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<R
 }
 
 pub fn get_raw(port: u16, path: &str, headers: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<Response> {
+    request_raw(port, "GET", path, headers, b"")
+}
+
+/// One HTTP/1.1 request with any method and a body (sent with
+/// `content-length` in the same write as the headers).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let raw: Vec<(Vec<u8>, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    request_raw(port, method, path, &raw, body)
+}
+
+fn request_raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+    let mut req = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
     let has_host = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"host"));
     if !has_host {
         req.extend_from_slice(b"host: localhost\r\n");
@@ -389,7 +427,11 @@ pub fn get_raw(port: u16, path: &str, headers: &[(Vec<u8>, Vec<u8>)]) -> std::io
         req.extend_from_slice(v);
         req.extend_from_slice(b"\r\n");
     }
+    if !body.is_empty() {
+        req.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
     req.extend_from_slice(b"connection: close\r\n\r\n");
+    req.extend_from_slice(body);
     s.write_all(&req)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;

@@ -4,9 +4,11 @@
 
 #[path = "../../filters/ab-routing/tests/cases/mod.rs"]
 mod cases;
+#[path = "../../wasm-test-harness/tests/common/fixtures.rs"]
+mod fixtures;
 
 use meshguard_e2e::*;
-use wasm_test_harness::{Action, Harness, Headers};
+use wasm_test_harness::{Action, Harness, Headers, HttpCallResponse, LogLevel};
 
 /// Request headers as the filter sees them inside Envoy: pseudo-headers from
 /// the request line, the client's headers, then what Envoy adds first.
@@ -105,14 +107,9 @@ fn ab_routing_case_table_same_headers_in_envoy_and_harness() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The probe fixture, built on first use if missing or stale.
 fn probe_path() -> std::path::PathBuf {
-    let p = repo_root().join("target/fixtures/harness-probe.wasm");
-    assert!(
-        p.exists(),
-        "{} missing: run `make build-fixtures`",
-        p.display()
-    );
-    p
+    fixtures::fixture("harness-probe")
 }
 
 fn probe_stack(name: &str) -> (Upstream, Envoy) {
@@ -227,4 +224,116 @@ fn probe_wrong_phase_traps_in_both() {
         .request_headers([("x-probe", "wrong-phase")], true)
         .unwrap_err();
     assert!(err.to_string().contains("unexpected status: 2"), "{err}");
+}
+
+/// A body that arrives while the filter is paused (waiting for its
+/// callout) reaches `on_request_body` once the filter continues, and the
+/// upstream, without any further data from the client.
+#[test]
+fn probe_body_parked_during_callout_is_delivered_like_envoy() {
+    let (_up, envoy) = probe_stack("probe-parked-body");
+    let client = [
+        ("x-probe", "http-call-body"),
+        ("x-probe-cluster", "upstream"),
+    ];
+    let e = envoy.request("POST", "/upload", &client, b"hello");
+    assert_eq!(e.status, 200, "{}", envoy.proc.log_tail());
+    let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["body_bytes"].as_u64(), Some(5), "{}", e.body_text());
+    assert!(
+        envoy.proc.log_text().contains("parked body size 5"),
+        "{}",
+        envoy.proc.log_tail()
+    );
+
+    let h = Harness::new();
+    h.declare_cluster("upstream");
+    let module = h.module(probe_path()).unwrap();
+    let mut vm = h.configured_vm(&module, b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let mut headers = as_envoy_presents("/upload", &client, "id");
+    headers.replace(":method", b"POST");
+    assert_eq!(http.request_headers(headers, false).unwrap(), Action::Pause);
+    assert_eq!(http.request_body(b"hello", true).unwrap(), Action::Pause);
+    let id = http.id();
+    let token = vm.http_calls()[0].token;
+    vm.respond_http_call(token, HttpCallResponse::new(200, &[], b"{}"))
+        .unwrap();
+    let http = vm.http(id).unwrap();
+    assert_eq!(http.request_body_forwarded(), b"HELLO");
+    assert!(vm
+        .logs_at(LogLevel::Info)
+        .contains(&"parked body size 5".to_string()));
+}
+
+/// Local replies to gRPC, gRPC-Web and HEAD requests: the same status,
+/// headers (in order) and body from Envoy and the harness.
+#[test]
+fn probe_local_reply_variants_match_envoy() {
+    let (_up, envoy) = probe_stack("probe-local-reply-variants");
+    let h = Harness::new();
+    let module = h.module(probe_path()).unwrap();
+    let mut vm = h.configured_vm(&module, b"").unwrap();
+    // Headers the filter pipeline decides; Envoy's codec adds the rest.
+    let compared = |headers: Vec<(String, String)>| -> Vec<(String, String)> {
+        headers
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "date" | "server" | "connection" | ":status"))
+            .filter(|(k, v)| !(k == "content-length" && v == "0"))
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("GET", vec![("content-type", "application/grpc")]),
+        (
+            "GET",
+            vec![
+                ("content-type", "application/grpc"),
+                ("x-probe-status", "401"),
+            ],
+        ),
+        (
+            "GET",
+            vec![
+                ("content-type", "application/grpc+proto"),
+                ("x-probe-status", "503"),
+            ],
+        ),
+        (
+            "GET",
+            vec![
+                ("content-type", "application/grpc"),
+                ("x-probe-status", "404"),
+            ],
+        ),
+        ("GET", vec![("content-type", "application/grpc-web")]),
+        ("HEAD", vec![]),
+    ];
+    let mut failures = Vec::new();
+    for (method, extra) in cases {
+        let mut client = vec![("x-probe", "local-reply")];
+        client.extend(extra.iter().copied());
+        let e = envoy.request(method, "/denied", &client, b"");
+        let mut http = vm.new_http().unwrap();
+        let mut headers = as_envoy_presents("/denied", &client, "id");
+        headers.replace(":method", method.as_bytes());
+        http.request_headers(headers, true).unwrap();
+        let resp = http.response_headers_map();
+        let envoy_view = (
+            e.status.to_string(),
+            compared(e.headers.clone()),
+            e.body.clone(),
+        );
+        let harness_view = (
+            resp.get(":status").unwrap_or_default(),
+            compared(resp.pairs()),
+            http.response_body_forwarded(),
+        );
+        http.finish().unwrap();
+        if envoy_view != harness_view {
+            failures.push(format!(
+                "{method} {extra:?}:\n  envoy:   {envoy_view:?}\n  harness: {harness_view:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

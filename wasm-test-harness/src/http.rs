@@ -4,7 +4,25 @@
 use crate::abi::Action;
 use crate::error::Error;
 use crate::headers::Headers;
-use crate::vm::{LocalResponse, StreamCallback, Vm};
+use crate::state::local_reply::LocalResponse;
+use crate::state::stream::StreamState;
+use crate::vm::{StreamCallback, Vm};
+
+impl Vm {
+    /// Creates an HTTP stream context (`proxy_on_context_create`).
+    pub fn new_http(&mut self) -> Result<Http<'_>, Error> {
+        let id = self.create_stream()?;
+        Ok(Http::new(self, id))
+    }
+
+    /// Handle to an existing stream.
+    pub fn http(&mut self, id: u32) -> Result<Http<'_>, Error> {
+        if self.stream_state(id).is_none() {
+            return Err(Error::Harness(format!("no HTTP stream {id}")));
+        }
+        Ok(Http::new(self, id))
+    }
+}
 
 /// One HTTP stream context of a [`Vm`]. Borrowing the VM keeps the order of
 /// events explicit; get it back later with [`Vm::http`] and the id.
@@ -26,13 +44,13 @@ impl<'v> Http<'v> {
         self.vm
     }
 
-    fn state(&self) -> Result<&crate::vm::StreamState, Error> {
+    fn state(&self) -> Result<&StreamState, Error> {
         self.vm
             .stream_state(self.id)
             .ok_or_else(|| Error::Harness(format!("HTTP stream {} was deleted", self.id)))
     }
 
-    fn state_mut(&mut self) -> Result<&mut crate::vm::StreamState, Error> {
+    fn state_mut(&mut self) -> Result<&mut StreamState, Error> {
         let id = self.id;
         self.vm
             .stream_state_mut(id)
@@ -69,32 +87,23 @@ impl<'v> Http<'v> {
         let n = headers.len() as i32;
         let resumed_before = {
             let s = self.state_mut()?;
-            s.request_headers = Some(headers);
-            s.live.request_headers = true;
+            s.begin_request_headers(headers);
             s.request_resumed
         };
-        let action = self.vm.call_stream_headers(
+        let action = self.vm.call_stream(
             StreamCallback::RequestHeaders,
             self.id,
             n,
             i32::from(end_of_stream),
         )?;
-        let s = self.state_mut()?;
-        let continues = matches!(action, Action::Continue | Action::ContinueAndEndStream);
-        // Paused unless it continued, answered locally, or already resumed
-        // from inside the callback.
-        if continues || s.local_response.is_some() || s.request_resumed != resumed_before {
-            s.live.request_headers = false;
-            s.request_paused = false;
-        } else {
-            s.request_paused = true;
-        }
+        self.state_mut()?
+            .end_request_headers(action, resumed_before);
         Ok(action)
     }
 
     /// A request body chunk. While request headers are paused Envoy buffers
-    /// the data without calling the filter (returns `Pause` here); the
-    /// buffered bytes come with the next chunk after the filter resumed.
+    /// the data without calling the filter (returns `Pause` here) and
+    /// delivers it to `on_request_body` as soon as the filter continues.
     /// When `on_request_body` returns `Pause`, the next call sees the whole
     /// body so far (StopIterationAndBuffer).
     pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
@@ -106,33 +115,8 @@ impl<'v> Http<'v> {
     }
 
     fn body(&mut self, request: bool, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
-        let size = {
-            let s = self.state_mut()?;
-            let (paused, pending, buffered) = if request {
-                (
-                    s.request_paused,
-                    &mut s.request_body_pending,
-                    &mut s.request_body,
-                )
-            } else {
-                (
-                    s.response_paused,
-                    &mut s.response_body_pending,
-                    &mut s.response_body,
-                )
-            };
-            pending.extend_from_slice(chunk);
-            if paused {
-                return Ok(Action::Pause);
-            }
-            buffered.append(pending);
-            let size = buffered.len() as i32;
-            if request {
-                s.live.request_body = true;
-            } else {
-                s.live.response_body = true;
-            }
-            size
+        let Some(size) = self.state_mut()?.accept_body(request, chunk, end_of_stream) else {
+            return Ok(Action::Pause);
         };
         let which = if request {
             StreamCallback::RequestBody
@@ -141,22 +125,8 @@ impl<'v> Http<'v> {
         };
         let action = self
             .vm
-            .call_stream_headers(which, self.id, size, i32::from(end_of_stream))?;
-        let s = self.state_mut()?;
-        let keep = action != Action::Continue && s.local_response.is_none();
-        if request {
-            s.live.request_body = false;
-            if !keep {
-                let data = std::mem::take(&mut s.request_body);
-                s.request_body_forwarded.extend_from_slice(&data);
-            }
-        } else {
-            s.live.response_body = false;
-            if !keep {
-                let data = std::mem::take(&mut s.response_body);
-                s.response_body_forwarded.extend_from_slice(&data);
-            }
-        }
+            .call_stream(which, self.id, size as i32, i32::from(end_of_stream))?;
+        self.state_mut()?.end_body(request, action);
         Ok(action)
     }
 
@@ -167,7 +137,7 @@ impl<'v> Http<'v> {
     /// Trailers are mutable only while their callback runs.
     fn trailers(&mut self, request: bool, t: Headers) -> Result<Action, Error> {
         let n = t.len() as i32;
-        let set_live = |s: &mut crate::vm::StreamState, live: bool| {
+        let set_live = |s: &mut StreamState, live: bool| {
             if request {
                 s.live.request_trailers = live;
             } else {
@@ -196,25 +166,14 @@ impl<'v> Http<'v> {
     ) -> Result<Action, Error> {
         let headers = headers.into();
         let n = headers.len() as i32;
-        {
-            let s = self.state_mut()?;
-            s.response_started = true;
-            s.response_headers = Some(headers);
-            s.live.response_headers = true;
-        }
-        let action = self.vm.call_stream_headers(
+        self.state_mut()?.begin_response_headers(headers);
+        let action = self.vm.call_stream(
             StreamCallback::ResponseHeaders,
             self.id,
             n,
             i32::from(end_of_stream),
         )?;
-        let s = self.state_mut()?;
-        if action == Action::Continue || action == Action::ContinueAndEndStream {
-            s.live.response_headers = false;
-            s.response_paused = false;
-        } else {
-            s.response_paused = true;
-        }
+        self.state_mut()?.end_response_headers(action);
         Ok(action)
     }
 
@@ -299,20 +258,20 @@ impl<'v> Http<'v> {
     /// Request body the filter let through so far.
     pub fn request_body_forwarded(&self) -> Vec<u8> {
         self.state()
-            .map(|s| s.request_body_forwarded.clone())
+            .map(|s| s.request_body.forwarded.clone())
             .unwrap_or_default()
     }
 
     /// Request body the filter holds back (buffered while paused).
     pub fn request_body_buffered(&self) -> Vec<u8> {
         self.state()
-            .map(|s| s.request_body.clone())
+            .map(|s| s.request_body.buffered.clone())
             .unwrap_or_default()
     }
 
     pub fn response_body_forwarded(&self) -> Vec<u8> {
         self.state()
-            .map(|s| s.response_body_forwarded.clone())
+            .map(|s| s.response_body.forwarded.clone())
             .unwrap_or_default()
     }
 

@@ -16,23 +16,31 @@
 //! assert_eq!(http.request_header("x-ab-variant").as_deref(), Some("treatment"));
 //! ```
 //!
-//! See `wasm-test-harness/README.md` for the full tour.
+//! Layers, each using only those before it: `abi`/`headers`/`property`
+//! (encodings) → `state` (host state and ABI rules, no wasmtime) →
+//! `imports` (guest memory ↔ one host call) → `engine`/`vm` (wasmtime,
+//! callbacks) → `harness`/`http` (the test API). See
+//! `wasm-test-harness/README.md` for the full tour.
 
 mod abi;
+mod engine;
 mod error;
 mod harness;
 mod headers;
 mod http;
 mod imports;
-mod properties;
 pub mod property;
+mod state;
 mod vm;
 
 pub use abi::{decode_pairs, encode_pairs, Action, LogLevel, MetricType, Status};
+pub use engine::Module;
 pub use error::Error;
-pub use harness::{Harness, HarnessBuilder, MetricValue, Module, DEFAULT_START_UNIX_NS};
+pub use harness::{Harness, HarnessBuilder, DEFAULT_START_UNIX_NS};
 pub use headers::Headers;
 pub use http::Http;
-pub use vm::{
-    GrpcCall, GrpcStream, HttpCall, HttpCallResponse, LocalResponse, LogRecord, Vm, VmBuilder,
-};
+pub use state::callouts::{GrpcCall, GrpcStream, HttpCall, HttpCallResponse};
+pub use state::host::LogRecord;
+pub use state::local_reply::LocalResponse;
+pub use state::metrics::MetricValue;
+pub use vm::{Vm, VmBuilder};

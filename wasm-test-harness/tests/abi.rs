@@ -427,6 +427,70 @@ fn local_reply_in_request_headers() {
     assert_eq!(resp.get("grpc-message").as_deref(), Some("nope"));
 }
 
+/// `send_http_response` to a gRPC request: Envoy answers trailers-only
+/// with grpc-status derived from the HTTP status and the body as
+/// percent-encoded grpc-message, the filter's headers right after
+/// `:status`. Checked against Envoy in tests/tests/envoy_vs_harness.rs.
+#[test]
+fn http_local_reply_to_grpc_request_is_trailers_only_like_envoy() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    for (status, grpc_status) in [("403", "7"), ("401", "16"), ("429", "14"), ("500", "2")] {
+        let mut http = vm.new_http().unwrap();
+        let extra = [
+            ("content-type", "application/grpc"),
+            ("x-probe-status", status),
+        ];
+        http.request_headers(req("local-reply", &extra), true)
+            .unwrap();
+        assert_eq!(
+            http.response_headers_map().pairs(),
+            vec![
+                (":status".to_string(), "200".to_string()),
+                ("x-probe".to_string(), "denied".to_string()),
+                ("content-type".to_string(), "application/grpc".to_string()),
+                ("grpc-status".to_string(), grpc_status.to_string()),
+                ("grpc-message".to_string(), "denied%0A".to_string()),
+                ("x-probe-response".to_string(), "seen".to_string()),
+            ],
+            "HTTP {status}"
+        );
+        assert!(http.response_body_forwarded().is_empty());
+    }
+}
+
+/// gRPC-Web is not gRPC for Envoy's local replies: plain HTTP status and body.
+#[test]
+fn local_reply_to_grpc_web_is_plain_http() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let extra = [("content-type", "application/grpc-web")];
+    http.request_headers(req("local-reply", &extra), true)
+        .unwrap();
+    let resp = http.response_headers_map();
+    assert_eq!(resp.get(":status").as_deref(), Some("403"));
+    assert!(!resp.contains("grpc-status"));
+    assert_eq!(http.response_body_forwarded(), b"denied\n");
+}
+
+/// A local reply to HEAD: headers (with the body's content-length), no body.
+#[test]
+fn local_reply_to_head_has_no_body() {
+    let h = Harness::new();
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let mut headers = req("local-reply", &[]);
+    headers[0].1 = "HEAD".to_string();
+    http.request_headers(headers, true).unwrap();
+    let resp = http.response_headers_map();
+    assert_eq!(resp.get(":status").as_deref(), Some("403"));
+    assert_eq!(resp.get("content-length").as_deref(), Some("7"));
+    assert_eq!(resp.get("x-probe-response").as_deref(), Some("seen"));
+    assert!(http.response_body_forwarded().is_empty());
+    assert_eq!(http.local_response().unwrap().body, b"denied\n");
+}
+
 #[test]
 fn grpc_callout_success_failure_and_unknown_cluster() {
     let h = Harness::new();
@@ -756,6 +820,47 @@ fn body_waits_while_headers_are_paused() {
     vm.respond_http_call(token, HttpCallResponse::new(200, &[], b""))
         .unwrap();
     let mut http = vm.http(id).unwrap();
+    assert_eq!(http.request_body(b"-late", true).unwrap(), Action::Continue);
+    assert_eq!(http.request_body_forwarded(), b"early-late");
+}
+
+/// Envoy delivers a body that arrived while the filter was paused (here:
+/// waiting for its callout) to `on_request_body` as soon as the filter
+/// continues, and forwards it; no further data has to arrive first.
+/// Checked against Envoy in tests/tests/envoy_vs_harness.rs.
+#[test]
+fn body_parked_while_paused_is_delivered_on_continue() {
+    let h = Harness::new();
+    h.declare_cluster("auth");
+    let mut vm = h.configured_vm(&probe(&h), b"").unwrap();
+    let mut http = vm.new_http().unwrap();
+    let headers = req("http-call-body", &[("x-probe-cluster", "auth")]);
+    assert_eq!(http.request_headers(headers, false).unwrap(), Action::Pause);
+    assert_eq!(http.request_body(b"hello", true).unwrap(), Action::Pause);
+    assert!(http.request_body_forwarded().is_empty());
+    let id = http.id();
+    let token = vm.http_calls()[0].token;
+    vm.respond_http_call(token, HttpCallResponse::new(200, &[], b""))
+        .unwrap();
+    let http = vm.http(id).unwrap();
+    assert_eq!(http.request_body_forwarded(), b"HELLO");
+    assert!(http.request_body_buffered().is_empty());
+    assert!(vm
+        .logs_at(LogLevel::Info)
+        .contains(&"parked body size 5".to_string()));
+
+    // Parked data without end of stream is delivered too; later data
+    // follows normally.
+    let mut http = vm.new_http().unwrap();
+    let headers = req("http-call", &[("x-probe-cluster", "auth")]);
+    http.request_headers(headers, false).unwrap();
+    http.request_body(b"early", false).unwrap();
+    let id = http.id();
+    let token = vm.http_calls()[0].token;
+    vm.respond_http_call(token, HttpCallResponse::new(200, &[], b""))
+        .unwrap();
+    let mut http = vm.http(id).unwrap();
+    assert_eq!(http.request_body_forwarded(), b"early");
     assert_eq!(http.request_body(b"-late", true).unwrap(), Action::Continue);
     assert_eq!(http.request_body_forwarded(), b"early-late");
 }

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+mod fixtures;
+
 use std::path::PathBuf;
 
 use wasm_test_harness::{Harness, Module};
@@ -11,16 +13,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The probe fixture, built by `make build-fixtures` (part of `make test`).
+/// The probe fixture (built on first use if missing or stale), or the
+/// module `$HARNESS_PROBE_WASM` names.
 pub fn probe(h: &Harness) -> Module {
     let path = std::env::var_os("HARNESS_PROBE_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/fixtures/harness-probe.wasm"));
-    assert!(
-        path.exists(),
-        "{} missing: run `make build-fixtures`",
-        path.display()
-    );
+        .unwrap_or_else(|| fixtures::fixture("harness-probe"));
     h.module(&path).unwrap()
 }
 

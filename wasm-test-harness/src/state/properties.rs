@@ -4,15 +4,24 @@
 //! then filter state the guest wrote with `set_property` — which Envoy
 //! finds only through a single top-level path segment.
 
+use std::collections::HashMap;
+
+use super::stream::StreamState;
 use crate::headers::Headers;
 use crate::property as enc;
-use crate::vm::HostState;
 
-pub(crate) fn lookup(h: &mut HostState, path: &[u8]) -> Option<Vec<u8>> {
-    if let Some(s) = h.stream() {
-        if let Some(v) = s.properties.get(path) {
-            return Some(v.clone());
-        }
+/// What a property lookup can see from the calling context.
+pub(crate) struct Scope<'a> {
+    pub stream: Option<&'a StreamState>,
+    pub vm_properties: &'a HashMap<Vec<u8>, Vec<u8>>,
+    pub plugin_name: &'a str,
+    pub root_id: &'a str,
+    pub vm_id: &'a str,
+}
+
+pub(crate) fn lookup(h: &Scope<'_>, path: &[u8]) -> Option<Vec<u8>> {
+    if let Some(v) = h.stream.and_then(|s| s.properties.get(path)) {
+        return Some(v.clone());
     }
     if let Some(v) = h.vm_properties.get(path) {
         return Some(v.clone());
@@ -24,12 +33,12 @@ pub(crate) fn lookup(h: &mut HostState, path: &[u8]) -> Option<Vec<u8>> {
         .collect();
     let parts: Vec<&str> = text.iter().map(String::as_str).collect();
     match parts.as_slice() {
-        ["plugin_name"] => return Some(enc::string(&h.plugin_name)),
-        ["plugin_root_id"] => return Some(enc::string(&h.root_id)),
-        ["plugin_vm_id"] => return Some(enc::string(&h.vm_id)),
+        ["plugin_name"] => return Some(enc::string(h.plugin_name)),
+        ["plugin_root_id"] => return Some(enc::string(h.root_id)),
+        ["plugin_vm_id"] => return Some(enc::string(h.vm_id)),
         _ => {}
     }
-    let s = h.stream()?;
+    let s = h.stream?;
     let derived = derive(
         s.request_headers.as_ref(),
         s.response_headers.as_ref(),
@@ -99,5 +108,62 @@ fn derive(
             .and_then(|h| joined_map(h).into_iter().find(|(k, _)| k == name))
             .map(|(_, v)| enc::string(&v)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::Action;
+
+    fn get(
+        stream: Option<&StreamState>,
+        vm: &HashMap<Vec<u8>, Vec<u8>>,
+        path: &[&str],
+    ) -> Option<Vec<u8>> {
+        let scope = Scope {
+            stream,
+            vm_properties: vm,
+            plugin_name: "p",
+            root_id: "r",
+            vm_id: "v",
+        };
+        lookup(&scope, &enc::path(path))
+    }
+
+    #[test]
+    fn test_values_then_derived_then_filter_state() {
+        let mut vm = HashMap::new();
+        vm.insert(enc::path(&["node", "id"]), b"n1".to_vec());
+        assert_eq!(get(None, &vm, &["node", "id"]), Some(b"n1".to_vec()));
+        assert_eq!(get(None, &vm, &["plugin_root_id"]), Some(b"r".to_vec()));
+        assert_eq!(get(None, &vm, &["request", "path"]), None);
+
+        let mut s = StreamState::default();
+        s.begin_request_headers(Headers::from([
+            (":path", "/a/b?q=1"),
+            ("x-d", "1"),
+            ("x-d", "2"),
+        ]));
+        s.end_request_headers(Action::Continue, 0);
+        s.properties
+            .insert(enc::path(&["node", "id"]), b"stream".to_vec());
+        s.filter_state.insert(b"mine".to_vec(), b"x".to_vec());
+        s.filter_state.insert(enc::path(&["a", "b"]), b"y".to_vec());
+        let s = Some(&s);
+        assert_eq!(get(s, &vm, &["node", "id"]), Some(b"stream".to_vec()));
+        assert_eq!(
+            get(s, &vm, &["request", "url_path"]),
+            Some(b"/a/b".to_vec())
+        );
+        assert_eq!(get(s, &vm, &["request", "query"]), Some(b"q=1".to_vec()));
+        assert_eq!(
+            get(s, &vm, &["request", "headers", "x-d"]),
+            Some(b"1,2".to_vec())
+        );
+        assert_eq!(get(s, &vm, &["response", "code"]), None);
+        assert_eq!(get(s, &vm, &["mine"]), Some(b"x".to_vec()));
+        // Envoy finds filter state only through one top-level segment.
+        assert_eq!(get(s, &vm, &["a", "b"]), None);
     }
 }

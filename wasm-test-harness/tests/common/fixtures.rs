@@ -1,0 +1,122 @@
+//! Test-only wasm modules (`harness-probe`, `noop-filter`), built on
+//! demand so that a plain `cargo test` works on a fresh checkout: when a
+//! module in `target/fixtures/` (where `make build-fixtures` puts them) is
+//! missing or older than its sources, the first test that needs it runs
+//! `cargo build --target wasm32-wasip1 --profile wasm -p <fixture>` and
+//! copies the result there. A file lock serialises test binaries that
+//! start at once; a `OnceLock` makes it once per binary.
+//!
+//! Shared by wasm-test-harness/tests and tests/tests (via `#[path]`): it
+//! depends on nothing but std.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// (package, source directory relative to the repo root)
+const FIXTURES: &[(&str, &str)] = &[
+    ("harness-probe", "wasm-test-harness/fixtures/probe"),
+    ("noop-filter", "wasm-test-harness/fixtures/noop"),
+];
+
+/// Both crates that use this live one level below the repo root.
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn out_dir() -> PathBuf {
+    repo_root().join("target/fixtures")
+}
+
+/// Path of fixture `name` (a package in `FIXTURES`), built if missing or stale.
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = BUILT.get_or_init(build_stale) {
+        panic!("building the test fixtures failed: {e}");
+    }
+    out_dir().join(format!("{name}.wasm"))
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<SystemTime> {
+    let mut best = mtime(dir);
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest(&path)
+        } else {
+            mtime(&path)
+        };
+        best = best.max(t);
+    }
+    best
+}
+
+fn fresh(package: &str, src: &str) -> bool {
+    let built = mtime(&out_dir().join(format!("{package}.wasm")));
+    let sources = newest(&repo_root().join(src)).max(mtime(&repo_root().join("Cargo.lock")));
+    matches!((built, sources), (Some(b), Some(s)) if b >= s)
+}
+
+fn stale() -> Vec<&'static str> {
+    FIXTURES
+        .iter()
+        .filter(|(package, src)| !fresh(package, src))
+        .map(|(package, _)| *package)
+        .collect()
+}
+
+fn build_stale() -> Result<(), String> {
+    if stale().is_empty() {
+        return Ok(());
+    }
+    let out = out_dir();
+    fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let lock_path = out.join(".build.lock");
+    let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // Another test binary may be building right now: wait, then look again.
+    lock.lock()
+        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+    let packages = stale();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "--target", "wasm32-wasip1", "--profile", "wasm"]);
+    for p in &packages {
+        cmd.args(["-p", p]);
+    }
+    eprintln!("building test fixtures {packages:?} (as `make build-fixtures` does)");
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "`cargo build --target wasm32-wasip1 --profile wasm` failed ({status}); \
+             is the target installed (`rustup target add wasm32-wasip1`)? \
+             `make build-fixtures` does the same"
+        ));
+    }
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    };
+    for p in packages {
+        let built = target_dir
+            .join("wasm32-wasip1/wasm")
+            .join(format!("{}.wasm", p.replace('-', "_")));
+        // Copy then rename: a reader never sees half a module.
+        let tmp = out.join(format!(".{p}.wasm.tmp"));
+        let dest = out.join(format!("{p}.wasm"));
+        fs::copy(&built, &tmp).map_err(|e| format!("copy {}: {e}", built.display()))?;
+        fs::rename(&tmp, &dest).map_err(|e| format!("rename to {}: {e}", dest.display()))?;
+    }
+    Ok(())
+}
