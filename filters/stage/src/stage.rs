@@ -58,8 +58,8 @@ pub enum Reply<'a> {
         headers: &'a PairsView<'a>,
         body: &'a [u8],
     },
-    /// No answer: connection failure, reset or timeout (the proxy does not
-    /// say which).
+    /// No answer: connection failure or reset. (A callout whose timeout
+    /// passes is answered by Envoy's async client with a local 504.)
     Failed,
 }
 
