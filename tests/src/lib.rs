@@ -147,15 +147,21 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(dir: &Path) -> Self {
+        Self::start_script(dir, "demo/upstream.py", &[])
+    }
+
+    /// One of the demo/ servers (stdlib Python) on a free loopback port.
+    pub fn start_script(dir: &Path, script: &str, args: &[&str]) -> Self {
         let port = free_port();
         let mut cmd = Command::new("python3");
-        cmd.arg(repo_root().join("demo/upstream.py")).args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ]);
-        let proc = Proc::spawn("upstream", cmd, dir.join("upstream.log"));
+        cmd.arg(repo_root().join(script))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args);
+        let name = Path::new(script)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "server".into());
+        let proc = Proc::spawn(&name, cmd, dir.join(format!("{name}.log")));
         let mut up = Self { port, proc };
         wait_until(Duration::from_secs(15), || {
             if let Some(status) = up.proc.exited() {

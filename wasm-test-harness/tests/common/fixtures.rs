@@ -1,4 +1,5 @@
-//! Test-only wasm modules (`harness-probe`, `noop-filter`), built on
+//! Test-only wasm modules (`harness-probe`, `noop-filter`,
+//! `meshguard-chain-fixture`), built on
 //! demand so that a plain `cargo test` works on a fresh checkout: when a
 //! module in `target/fixtures/` (where `make build-fixtures` puts them) is
 //! missing or older than its sources, the first test that needs it runs
@@ -6,8 +7,8 @@
 //! copies the result there. A file lock serialises test binaries that
 //! start at once; a `OnceLock` makes it once per binary.
 //!
-//! Shared by wasm-test-harness/tests and tests/tests (via `#[path]`): it
-//! depends on nothing but std.
+//! Shared by wasm-test-harness/tests, tests/tests and tests/fixtures/chain
+//! (via `#[path]`): it depends on nothing but std.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -15,16 +16,22 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-/// (package, source directory relative to the repo root)
+/// (package, source directories relative to the repo root, `:`-separated)
 const FIXTURES: &[(&str, &str)] = &[
     ("harness-probe", "wasm-test-harness/fixtures/probe"),
     ("noop-filter", "wasm-test-harness/fixtures/noop"),
+    // The chain links the stage crates, the shell and ab-routing.
+    ("meshguard-chain-fixture", "tests/fixtures/chain:filters"),
 ];
 
-/// Both crates that use this live one level below the repo root.
+/// The workspace root: the nearest directory above the crate with Cargo.lock.
 fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    manifest
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 fn out_dir() -> PathBuf {
@@ -61,7 +68,12 @@ fn newest(dir: &Path) -> Option<SystemTime> {
 
 fn fresh(package: &str, src: &str) -> bool {
     let built = mtime(&out_dir().join(format!("{package}.wasm")));
-    let sources = newest(&repo_root().join(src)).max(mtime(&repo_root().join("Cargo.lock")));
+    let sources = src
+        .split(':')
+        .map(|dir| newest(&repo_root().join(dir)))
+        .max()
+        .flatten()
+        .max(mtime(&repo_root().join("Cargo.lock")));
     matches!((built, sources), (Some(b), Some(s)) if b >= s)
 }
 
