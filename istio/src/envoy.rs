@@ -157,9 +157,15 @@ fn socket(a: &Addr) -> Value {
 }
 
 fn cluster(name: &str, a: &Addr) -> Value {
+    // An IP needs no resolver; a name (compose's `upstream`) does.
+    let kind = if a.host.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
     json!({
         "name": name,
-        "type": "STRICT_DNS",
+        "type": kind,
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,

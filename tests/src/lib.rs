@@ -541,7 +541,9 @@ pub fn single_filter_envoy_config(
 }
 
 /// Like [`single_filter_envoy_config`], with extra clusters (name, port on
-/// 127.0.0.1) a module may call out to.
+/// 127.0.0.1) a module may call out to. The Wasm filter block comes from
+/// the renderer (`meshguard::envoy`); the rest is a bare listener that
+/// routes everything to the cluster `upstream`.
 pub fn module_envoy_config(
     ports: &EnvoyPorts,
     upstream_port: u16,
@@ -556,22 +558,43 @@ pub fn module_envoy_config(
         serde_json::Value::String(plugin_config.to_string()),
     );
     filter.key = root_id.to_string();
-    let mut local = Local {
-        listen: Addr::new("127.0.0.1", ports.listen),
-        admin: Addr::new("127.0.0.1", ports.admin),
-        upstream: Addr::new("127.0.0.1", upstream_port),
-        filters: vec![filter],
-        clusters: clusters
-            .iter()
-            .map(|(n, p)| (n.to_string(), Addr::new("127.0.0.1", *p)))
-            .collect(),
-    }
-    .to_value();
-    // Probes and fixtures answer from the upstream without the demo routes.
-    local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ["route_config"] = serde_json::json!({"virtual_hosts": [{"name": "all", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "demo_upstream"}}]}]});
-    local.to_string()
+    let cluster = |name: &str, port: u16| {
+        serde_json::json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+        })
+    };
+    let mut all_clusters = vec![cluster("upstream", upstream_port)];
+    all_clusters.extend(clusters.iter().map(|(n, p)| cluster(n, *p)));
+    let config = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "test",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.listen}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "test",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+                        }]},
+                        "http_filters": [
+                            filter.block(),
+                            {"name": "envoy.filters.http.router",
+                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                        ]
+                    }
+                }]}]
+            }],
+            "clusters": all_clusters
+        }
+    });
+    config.to_string()
 }
 
 /// Headers Envoy itself adds around a filter (before it: x-forwarded-proto,

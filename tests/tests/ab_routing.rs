@@ -6,6 +6,7 @@ mod cases;
 
 use meshguard_ab_routing::Router;
 use meshguard_e2e::*;
+use meshguard_stage::testing::{run_table, Runtime};
 
 /// The demo config users run is the case table's config, so the table's
 /// expectations describe `make run` exactly.
@@ -16,11 +17,16 @@ fn demo_config_is_the_case_table_config() {
     assert_eq!(local, table);
 }
 
-#[test]
-fn case_table_through_envoy() {
-    let stack = Stack::start("ab-cases");
-    let mut failures = Vec::new();
-    for case in cases::CASES {
+struct InEnvoy {
+    stack: Stack,
+}
+
+impl Runtime<cases::Case> for InEnvoy {
+    fn runtime_name(&self) -> &str {
+        "envoy"
+    }
+
+    fn run_case(&mut self, case: &cases::Case) -> Vec<String> {
         let mut path = "/";
         let mut headers: Vec<(&str, &str)> = Vec::new();
         for (k, v) in case.request {
@@ -31,21 +37,22 @@ fn case_table_through_envoy() {
                 _ => headers.push((k, v)),
             }
         }
-        let r = stack.envoy.get(path, &headers);
+        let r = self.stack.envoy.get(path, &headers);
         if r.status != 200 {
-            failures.push(format!("{}: status {}", case.name, r.status));
-            continue;
+            return vec![format!(
+                "status {}: {}",
+                r.status,
+                self.stack.envoy.proc.log_tail()
+            )];
         }
-        for p in cases::check(case, &r.upstream_headers(), &r.header_all("set-cookie")) {
-            failures.push(format!("{}: {p}", case.name));
-        }
+        cases::check(case, &r.upstream_headers(), &r.header_all("set-cookie"))
     }
-    assert!(
-        failures.is_empty(),
-        "{}\n{}",
-        failures.join("\n"),
-        stack.envoy.proc.log_tail()
-    );
+}
+
+#[test]
+fn case_table_through_envoy() {
+    let stack = Stack::start("ab-cases");
+    run_table(&mut InEnvoy { stack }, cases::CASES);
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod cases;
 use std::path::PathBuf;
 
 use meshguard_ab_routing::Router;
+use meshguard_stage::testing::{run_table, Runtime};
 use wasm_test_harness::{Action, Harness, Headers, LogLevel, Module, Vm};
 
 fn module(h: &Harness) -> Module {
@@ -44,27 +45,28 @@ fn exchange(vm: &mut Vm, request: Headers) -> (Headers, Vec<String>) {
     (upstream, cookies)
 }
 
+struct InHarness {
+    vm: Vm,
+}
+
+impl Runtime<cases::Case> for InHarness {
+    fn runtime_name(&self) -> &str {
+        "harness"
+    }
+
+    fn run_case(&mut self, case: &cases::Case) -> Vec<String> {
+        let (upstream, cookies) = exchange(&mut self.vm, Headers::from_pairs(case.request));
+        cases::check(case, &upstream.pairs(), &cookies)
+    }
+}
+
 #[test]
 fn case_table_in_wasm() {
     let h = Harness::new();
-    let mut vm = configured(&h, cases::CONFIG);
-    let mut failures = Vec::new();
-    for case in cases::CASES {
-        let (upstream, cookies) = exchange(&mut vm, Headers::from_pairs(case.request));
-        for p in cases::check(case, &upstream.pairs(), &cookies) {
-            failures.push(format!("{}: {p}", case.name));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{}\n{}",
-        failures.join("\n"),
-        vm.log_text()
-    );
-    assert!(vm.failure().is_none());
+    let vm = configured(&h, cases::CONFIG);
+    run_table(&mut InHarness { vm }, cases::CASES);
 }
 
-/// For thousands of keys the module and the native Router agree exactly.
 #[test]
 fn wasm_matches_native_router() {
     let h = Harness::new();

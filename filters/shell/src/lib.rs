@@ -8,7 +8,7 @@
 //!
 //! A filter's wasm module is one line:
 //!
-//! ```ignore
+//! ```text
 //! meshguard_shell::module!(meshguard_ab_routing::AbRouting);
 //! // or a chain in one VM:
 //! meshguard_shell::module!(StageA, StageB);

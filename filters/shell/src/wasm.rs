@@ -51,6 +51,19 @@ struct Shared<C: Chain> {
     scratch: RefCell<Scratch>,
 }
 
+impl<C: Chain> Shared<C> {
+    /// Runs `f` with the shared working space. Envoy defers its own
+    /// follow-up work (local replies, continuing a stream) until the VM call
+    /// returns, so hooks never nest; if a host ever did re-enter, the inner
+    /// call gets a fresh scratch instead of a panic.
+    fn with_scratch<T>(&self, f: impl FnOnce(&C, &mut Scratch) -> T) -> T {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut sc) => f(&self.chain, &mut sc),
+            Err(_) => f(&self.chain, &mut Scratch::for_chain(&self.chain)),
+        }
+    }
+}
+
 struct ShellRoot<C: Chain> {
     chain: Option<Rc<Shared<C>>>,
     root: Option<Root>,
@@ -133,15 +146,10 @@ impl<C: Chain> Context for ShellStream<C> {
         _num_trailers: usize,
     ) {
         if let Some(sh) = &self.chain {
-            let mut sc = sh.scratch.borrow_mut();
-            self.stream.on_callout(
-                &sh.chain,
-                &mut SdkProxy,
-                &mut sc,
-                token,
-                num_headers,
-                body_size,
-            );
+            let stream = &mut self.stream;
+            sh.with_scratch(|chain, sc| {
+                stream.on_callout(chain, &mut SdkProxy, sc, token, num_headers, body_size)
+            });
         }
     }
 }
@@ -158,42 +166,34 @@ impl<C: Chain> HttpContext for ShellStream<C> {
             ));
             return Action::Pause;
         };
-        let mut sc = sh.scratch.borrow_mut();
-        action(
-            self.stream
-                .on_request_headers(&sh.chain, &mut SdkProxy, &mut sc, end_of_stream),
-        )
+        let stream = &mut self.stream;
+        action(sh.with_scratch(|chain, sc| {
+            stream.on_request_headers(chain, &mut SdkProxy, sc, end_of_stream)
+        }))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(sh) = &self.chain else {
             return Action::Pause;
         };
-        let mut sc = sh.scratch.borrow_mut();
-        action(self.stream.on_request_body(
-            &sh.chain,
-            &mut SdkProxy,
-            &mut sc,
-            body_size,
-            end_of_stream,
-        ))
+        let stream = &mut self.stream;
+        action(sh.with_scratch(|chain, sc| {
+            stream.on_request_body(chain, &mut SdkProxy, sc, body_size, end_of_stream)
+        }))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(sh) = &self.chain else {
             return Action::Continue;
         };
-        let mut sc = sh.scratch.borrow_mut();
-        action(
-            self.stream
-                .on_response_headers(&sh.chain, &mut SdkProxy, &mut sc),
-        )
+        let stream = &mut self.stream;
+        action(sh.with_scratch(|chain, sc| stream.on_response_headers(chain, &mut SdkProxy, sc)))
     }
 
     fn on_log(&mut self) {
         if let Some(sh) = &self.chain {
-            let mut sc = sh.scratch.borrow_mut();
-            self.stream.on_log(&sh.chain, &mut SdkProxy, &mut sc);
+            let stream = &mut self.stream;
+            sh.with_scratch(|chain, sc| stream.on_log(chain, &mut SdkProxy, sc));
         }
     }
 }

@@ -315,6 +315,12 @@ pub const CASES: &[Case] = &[
 
 /// Checks the upstream header list and response `set-cookie` values against
 /// a case; returns a description of every mismatch.
+impl meshguard_stage::testing::NamedCase for Case {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
 pub fn check(case: &Case, upstream: &[(String, String)], set_cookies: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, want) in case.upstream {
