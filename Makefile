@@ -75,7 +75,7 @@ lint: fmt-check clippy
 unit: build build-fixtures
 	$(CARGO) test --workspace --exclude meshguard-e2e
 
-e2e: build build-fixtures venv
+e2e: build build-fixtures venv cli
 	$(CARGO) test -p meshguard-e2e
 
 test: lint unit e2e
