@@ -337,3 +337,89 @@ fn probe_local_reply_variants_match_envoy() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A minimal proxy-wasm module whose `_initialize` runs `init`.
+fn init_module_wat(init: &str) -> String {
+    format!(
+        r#"(module
+        (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+        (import "env" "proxy_get_log_level" (func $level (param i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "random_get"
+            (func $random_get (param i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "\10\00\00\00\08\00\00\00")
+        (data (i32.const 16) "started\0a")
+        (func (export "proxy_abi_version_0_2_1"))
+        (func (export "malloc") (param i32) (result i32) i32.const 1024)
+        (func (export "proxy_on_context_create") (param i32 i32))
+        (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+        (func (export "proxy_on_configure") (param i32 i32) (result i32)
+            (drop (call $level (i32.const 200)))
+            i32.const 1)
+        (func (export "_initialize") {init}))"#
+    )
+}
+
+/// Envoy refuses host calls other than `proxy_log` and WASI while
+/// `_initialize` runs (cpp-host `WasmBase::startVm`): a module reading the
+/// log level there fails to load; one logging and using WASI loads. The
+/// harness starts or refuses the same modules.
+#[test]
+fn host_calls_in_initialize_are_restricted_in_both() {
+    envoy_bin();
+    let cases = [
+        (
+            "init-restricted",
+            "(drop (call $level (i32.const 200)))",
+            false,
+        ),
+        (
+            "init-allowed",
+            "(drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 100)))
+             (drop (call $random_get (i32.const 104) (i32.const 8)))
+             (drop (call $log (i32.const 2) (i32.const 16) (i32.const 7)))",
+            true,
+        ),
+    ];
+    for (name, init, starts) in cases {
+        let wat = init_module_wat(init);
+        let dir = scratch_dir(name);
+        let wasm = dir.join(format!("{name}.wasm"));
+        std::fs::write(&wasm, wat::parse_str(&wat).unwrap()).unwrap();
+        let ports = EnvoyPorts {
+            listen: free_port(),
+            admin: free_port(),
+        };
+        let h = Harness::new();
+        let module = h.module_from_bytes(wat.as_bytes(), name).unwrap();
+        let harness = h.vm(&module).start();
+        if starts {
+            let upstream = Upstream::start(&dir);
+            let config = single_filter_envoy_config(&ports, upstream.port, &wasm, name, "");
+            let envoy = Envoy::start(&dir, &config, ports, 1);
+            assert_eq!(envoy.get("/", &[]).status, 200);
+            let log = envoy.proc.log_text();
+            assert!(log.contains("wasm log: started"), "{log}");
+            let mut vm = harness.unwrap();
+            assert_eq!(vm.stdout(), "started\n");
+            assert!(vm.configure(b"").unwrap());
+        } else {
+            let config = single_filter_envoy_config(&ports, free_port(), &wasm, name, "");
+            let log = Envoy::expect_refused(&dir, &config, ports);
+            assert!(
+                log.contains("Function: _initialize failed: Uncaught Error: restricted_callback"),
+                "{log}"
+            );
+            assert!(log.contains("Failed to initialize Wasm code"), "{log}");
+            let err = harness.err().expect("the harness must refuse it too");
+            let text = err.to_string();
+            assert!(
+                text.contains("guest trapped in _initialize: restricted_callback"),
+                "{text}"
+            );
+            assert!(text.contains("`env.proxy_get_log_level`"), "{text}");
+        }
+    }
+}

@@ -4,8 +4,10 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The guest trapped (panic, unreachable, out-of-bounds, interrupted
-    /// after the call timeout, or it called an import the harness lacks).
-    /// The VM is now failed, as Envoy marks it.
+    /// after the call timeout, it called an import the harness lacks, or
+    /// one Envoy refuses at that point: `restricted_callback`). The message
+    /// is the cause, then the wasm backtrace. The VM is now failed, as
+    /// Envoy marks it.
     Trap { callback: String, message: String },
     /// A call on a VM that already failed (Envoy answers such requests with
     /// 503 under FAIL_CLOSED).

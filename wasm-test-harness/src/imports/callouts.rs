@@ -3,6 +3,7 @@
 use wasmtime::Linker;
 
 use super::memory::{arg, copy_out, read, read_str, return_u32, st, status, C, R};
+use super::restrict::host_fn;
 use super::VmData;
 use crate::abi::Status;
 use crate::state::callouts::GrpcTarget;
@@ -41,7 +42,7 @@ fn return_token(c: &mut C<'_>, r: Result<u32, Status>, ret: i32) -> R {
 }
 
 pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_http_call",
         |mut c: C<'_>,
@@ -66,8 +67,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 .http_call(cluster, &headers, body, &trailers, timeout);
             return_token(&mut c, r, ret)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_grpc_call",
         |mut c: C<'_>,
@@ -89,8 +90,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let r = c.data_mut().host.grpc_call(target, message, timeout);
             return_token(&mut c, r, ret)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_grpc_stream",
         |mut c: C<'_>,
@@ -108,24 +109,26 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let r = c.data_mut().host.grpc_stream(target);
             return_token(&mut c, r, ret)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_grpc_send",
         |mut c: C<'_>, token: i32, mp: i32, ml: i32, end: i32| -> R {
             let msg = arg!(read(&c, mp, ml));
             status(c.data_mut().host.callouts.send(token as u32, msg, end != 0))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_grpc_cancel",
         |mut c: C<'_>, token: i32| -> R { status(c.data_mut().host.callouts.cancel(token as u32)) },
+    ))?;
+    host_fn!(
+        l.func_wrap("env", "proxy_grpc_close", |mut c: C<'_>, token: i32| -> R {
+            status(c.data_mut().host.callouts.close(token as u32))
+        })
     )?;
-    l.func_wrap("env", "proxy_grpc_close", |mut c: C<'_>, token: i32| -> R {
-        status(c.data_mut().host.callouts.close(token as u32))
-    })?;
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_status",
         |mut c: C<'_>, code_ptr: i32, msg_ptr: i32, msg_size: i32| -> R {
@@ -135,6 +138,6 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 failed => Ok(failed),
             }
         },
-    )?;
+    ))?;
     Ok(())
 }

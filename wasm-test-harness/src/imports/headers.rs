@@ -4,6 +4,7 @@
 use wasmtime::Linker;
 
 use super::memory::{arg, copy_out, read, read_str, return_u32, st, status, C, R};
+use super::restrict::host_fn;
 use super::VmData;
 use crate::abi::{decode_pairs, Status};
 use crate::headers::Headers;
@@ -19,7 +20,7 @@ pub(super) const NAMES: &[&str] = &[
 ];
 
 pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, t: i32, ret_ptr: i32, ret_size: i32| -> R {
@@ -30,8 +31,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             };
             copy_out(&mut c, &bytes, ret_ptr, ret_size)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_set_header_map_pairs",
         |mut c: C<'_>, t: i32, ptr: i32, len: i32| -> R {
@@ -42,8 +43,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let new = Headers::from_bytes(&pairs);
             status(c.data_mut().host.map(t, true).map(|m| *m = new))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, t: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| -> R {
@@ -57,8 +58,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 None => st(Status::NotFound),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_header_map_size",
         |mut c: C<'_>, t: i32, ret: i32| -> R {
@@ -73,8 +74,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             };
             return_u32(&mut c, ret, size as u32)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_replace_header_map_value",
         |mut c: C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
@@ -82,8 +83,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let value = arg!(read(&c, vp, vl));
             status(c.data_mut().host.mutate_map(t, |m| m.replace(&key, &value)))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_add_header_map_value",
         |mut c: C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
@@ -91,14 +92,14 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let value = arg!(read(&c, vp, vl));
             status(c.data_mut().host.mutate_map(t, |m| m.add(&key, &value)))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut c: C<'_>, t: i32, kp: i32, kl: i32| -> R {
             let key = arg!(read_str(&c, kp, kl));
             status(c.data_mut().host.mutate_map(t, |m| m.remove(&key)))
         },
-    )?;
+    ))?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use wasmtime::{Caller, Memory};
 
-use super::VmData;
+use super::{VmData, Window};
 use crate::abi::Status;
 
 pub(super) type C<'a> = Caller<'a, VmData>;
@@ -84,7 +84,11 @@ pub(super) fn copy_out(c: &mut C<'_>, data: &[u8], ptr_ptr: i32, size_ptr: i32) 
             .alloc
             .clone()
             .ok_or_else(|| wasmtime::Error::msg("guest allocator not available"))?;
-        ptr = alloc.call(&mut *c, data.len() as i32)? as u32;
+        // Envoy restricts what the allocator may call (cpp-host allocMemory).
+        let outer = c.data_mut().restricted.replace(Window::Alloc);
+        let allocated = alloc.call(&mut *c, data.len() as i32);
+        c.data_mut().restricted = outer;
+        ptr = allocated? as u32;
         if ptr == 0 || !write(c, ptr as i32, data) {
             return st(Status::InvalidMemoryAccess);
         }

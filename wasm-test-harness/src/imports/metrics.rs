@@ -3,6 +3,7 @@
 use wasmtime::Linker;
 
 use super::memory::{arg, read_str, return_u32, return_u64, st, status, C, R};
+use super::restrict::host_fn;
 use super::VmData;
 
 pub(super) const NAMES: &[&str] = &[
@@ -13,7 +14,7 @@ pub(super) const NAMES: &[&str] = &[
 ];
 
 pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_define_metric",
         |mut c: C<'_>, t: i32, np: i32, nl: i32, ret: i32| -> R {
@@ -23,8 +24,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 Err(s) => st(s),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_metric",
         |mut c: C<'_>, id: i32, ret: i32| -> R {
@@ -33,20 +34,20 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 Err(s) => st(s),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_record_metric",
         |c: C<'_>, id: i32, value: i64| -> R {
             status(c.data().host.record_metric(id as u32, value))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_increment_metric",
         |c: C<'_>, id: i32, offset: i64| -> R {
             status(c.data().host.increment_metric(id as u32, offset))
         },
-    )?;
+    ))?;
     Ok(())
 }

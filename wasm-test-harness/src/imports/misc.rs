@@ -3,6 +3,7 @@
 use wasmtime::Linker;
 
 use super::memory::{arg, copy_out, read, read_str, return_u32, return_u64, st, status, C, R};
+use super::restrict::host_fn;
 use super::VmData;
 use crate::abi::Status;
 
@@ -31,39 +32,39 @@ fn read_path(c: &C<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
 }
 
 pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_log",
         |mut c: C<'_>, level: i32, ptr: i32, len: i32| -> R {
             let message = arg!(read_str(&c, ptr, len));
             status(c.data_mut().host.log(level, message))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_log_level",
         |mut c: C<'_>, ret: i32| -> R {
             let level = c.data().host.log_level as u32;
             return_u32(&mut c, ret, level)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, ret: i32| -> R {
             let now = c.data().host.now_ns();
             return_u64(&mut c, ret, now)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut c: C<'_>, period: i32| -> R {
             c.data_mut().host.set_tick_period(period as u32);
             st(Status::Ok)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_property",
         |mut c: C<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> R {
@@ -73,8 +74,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 None => st(Status::NotFound),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_set_property",
         |mut c: C<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> R {
@@ -82,19 +83,21 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let value = arg!(read(&c, vp, vl));
             status(c.data_mut().host.set_property(path, value))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_continue_stream",
         |mut c: C<'_>, t: i32| -> R { status(c.data_mut().host.continue_stream(t)) },
+    ))?;
+    host_fn!(
+        l.func_wrap("env", "proxy_close_stream", |mut c: C<'_>, t: i32| -> R {
+            match c.data_mut().host.stream() {
+                Some(s) => status(s.close_stream(t)),
+                None => st(Status::BadArgument),
+            }
+        })
     )?;
-    l.func_wrap("env", "proxy_close_stream", |mut c: C<'_>, t: i32| -> R {
-        match c.data_mut().host.stream() {
-            Some(s) => status(s.close_stream(t)),
-            None => st(Status::BadArgument),
-        }
-    })?;
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_send_local_response",
         |mut c: C<'_>,
@@ -113,22 +116,22 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let host = &mut c.data_mut().host;
             status(host.send_local_response(code as u32, &details, body, &headers, grpc))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_set_effective_context",
         |mut c: C<'_>, id: i32| -> R { status(c.data_mut().host.set_effective_context(id as u32)) },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_call_foreign_function",
         |_c: C<'_>, _np: i32, _nl: i32, _ap: i32, _al: i32, _rp: i32, _rs: i32| -> R {
             st(Status::NotFound)
         },
-    )?;
-    l.func_wrap("env", "proxy_done", |mut c: C<'_>| -> R {
+    ))?;
+    host_fn!(l.func_wrap("env", "proxy_done", |mut c: C<'_>| -> R {
         c.data_mut().host.done_calls += 1;
         st(Status::Ok)
-    })?;
+    }))?;
     Ok(())
 }

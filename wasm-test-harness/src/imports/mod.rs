@@ -11,19 +11,23 @@ mod headers;
 mod memory;
 mod metrics;
 mod misc;
+mod restrict;
 mod shared;
 mod wasi;
 
 use wasmtime::{Engine, Linker, Memory, TypedFunc};
 
 use crate::state::host::Host;
+pub(crate) use restrict::Window;
 
-/// What a wasmtime store holds for one VM: the host state, and the guest's
-/// memory and allocator once instantiated.
+/// What a wasmtime store holds for one VM: the host state, the guest's
+/// memory and allocator once instantiated, and the window (if any) in
+/// which Envoy restricts host calls.
 pub(crate) struct VmData {
     pub host: Host,
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunc<i32, i32>>,
+    pub restricted: Option<Window>,
 }
 
 pub(crate) const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -71,14 +75,16 @@ pub(crate) fn linker(
                 import.name()
             )));
         };
-        let what = format!("{}.{}", import.module(), import.name());
+        let (module_name, name) = (import.module().to_string(), import.name().to_string());
         l.func_new(
             import.module(),
             import.name(),
             ty,
-            move |_c, _args, _results| {
+            move |c: wasmtime::Caller<'_, VmData>, _args, _results| {
+                // Envoy checks the restriction before anything else.
+                restrict::check(&c, &module_name, &name)?;
                 Err(wasmtime::Error::msg(format!(
-                    "the guest called import `{what}`, which wasm-test-harness does not implement"
+                    "the guest called import `{module_name}.{name}`, which wasm-test-harness does not implement"
                 )))
             },
         )

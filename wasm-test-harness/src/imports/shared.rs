@@ -3,6 +3,7 @@
 use wasmtime::Linker;
 
 use super::memory::{arg, copy_out, read, read_str, return_bytes, return_u32, st, status, C, R};
+use super::restrict::host_fn;
 use super::VmData;
 use crate::abi::Status;
 use crate::state::process::lock;
@@ -17,7 +18,7 @@ pub(super) const NAMES: &[&str] = &[
 ];
 
 pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         "env",
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32, cas_ptr: i32| -> R {
@@ -30,8 +31,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 failed => Ok(failed),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_set_shared_data",
         |c: C<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> R {
@@ -39,8 +40,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let value = arg!(read(&c, vp, vl));
             status(c.data().host.set_shared_data(&key, value, cas as u32))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_register_shared_queue",
         |mut c: C<'_>, np: i32, nl: i32, ret: i32| -> R {
@@ -48,8 +49,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             let token = c.data().host.register_queue(&name);
             return_u32(&mut c, ret, token)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_resolve_shared_queue",
         |mut c: C<'_>, vp: i32, vl: i32, np: i32, nl: i32, ret: i32| -> R {
@@ -60,16 +61,16 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 None => st(Status::NotFound),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_dequeue_shared_queue",
         |mut c: C<'_>, token: i32, ret_ptr: i32, ret_size: i32| -> R {
             let item = lock(&c.data().host.process).queues.dequeue(token as u32);
             return_bytes(&mut c, item, ret_ptr, ret_size)
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         "env",
         "proxy_enqueue_shared_queue",
         |c: C<'_>, token: i32, vp: i32, vl: i32| -> R {
@@ -79,6 +80,6 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 .enqueue(token as u32, item);
             status(r)
         },
-    )?;
+    ))?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use wasmtime::Linker;
 
 use super::memory::{read, write, C, R};
+use super::restrict::host_fn;
 use super::{VmData, WASI_MODULE};
 
 pub(super) const NAMES: &[&str] = &[
@@ -26,7 +27,7 @@ fn errno_or_ok(written: bool) -> R {
 }
 
 pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         WASI_MODULE,
         "clock_time_get",
         |mut c: C<'_>, id: i32, _precision: i64, ret: i32| -> R {
@@ -35,8 +36,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 Err(errno) => Ok(errno),
             }
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         WASI_MODULE,
         "random_get",
         |mut c: C<'_>, buf: i32, len: i32| -> R {
@@ -54,23 +55,25 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             bytes.truncate(len);
             errno_or_ok(write(&mut c, buf, &bytes))
         },
-    )?;
+    ))?;
     for name in ["environ_sizes_get", "args_sizes_get"] {
-        l.func_wrap(
+        host_fn!(l.func_wrap(
             WASI_MODULE,
             name,
             |mut c: C<'_>, count: i32, size: i32| -> R {
                 let zero = 0u32.to_le_bytes();
                 errno_or_ok(write(&mut c, count, &zero) && write(&mut c, size, &zero))
             },
-        )?;
+        ))?;
     }
     for name in ["environ_get", "args_get"] {
-        l.func_wrap(WASI_MODULE, name, |_c: C<'_>, _a: i32, _b: i32| -> R {
-            Ok(0)
-        })?;
+        host_fn!(
+            l.func_wrap(WASI_MODULE, name, |_c: C<'_>, _a: i32, _b: i32| -> R {
+                Ok(0)
+            })
+        )?;
     }
-    l.func_wrap(
+    host_fn!(l.func_wrap(
         WASI_MODULE,
         "fd_write",
         |mut c: C<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> R {
@@ -101,8 +104,8 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
             sink.extend_from_slice(&out);
             errno_or_ok(write(&mut c, nwritten, &n.to_le_bytes()))
         },
-    )?;
-    l.func_wrap(
+    ))?;
+    host_fn!(l.func_wrap(
         WASI_MODULE,
         "proc_exit",
         |_c: C<'_>, code: i32| -> wasmtime::Result<()> {
@@ -110,7 +113,7 @@ pub(super) fn define(l: &mut Linker<VmData>) -> wasmtime::Result<()> {
                 "the guest called proc_exit({code})"
             )))
         },
-    )?;
-    l.func_wrap(WASI_MODULE, "sched_yield", |_c: C<'_>| -> R { Ok(0) })?;
+    ))?;
+    host_fn!(l.func_wrap(WASI_MODULE, "sched_yield", |_c: C<'_>| -> R { Ok(0) }))?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 use crate::abi::{Action, LogLevel};
 use crate::engine::{Module, EPOCH_TICKS_PER_SEC};
 use crate::error::Error;
-use crate::imports::VmData;
+use crate::imports::{VmData, Window};
 use crate::state::host::{Host, Identity, LogRecord, Phase};
 use crate::state::process::{lock, SharedProcess};
 use crate::state::stream::StreamState;
@@ -81,8 +81,9 @@ impl<'h> VmBuilder<'h> {
         self
     }
 
-    /// Instantiates the module and runs `_initialize`, creates the root
-    /// context and calls `on_vm_start`, as Envoy does at load.
+    /// Instantiates the module and runs `_initialize` (host calls
+    /// restricted as in Envoy), creates the root context and calls
+    /// `on_vm_start`, as Envoy does at load.
     pub fn start(self) -> Result<Vm, Error> {
         Vm::start(self)
     }
@@ -125,6 +126,7 @@ impl Vm {
             host,
             memory: None,
             alloc: None,
+            restricted: None,
         };
         let mut store = Store::new(engine, data);
         store.epoch_deadline_trap();
@@ -177,13 +179,12 @@ impl Vm {
             in_after_call: false,
         };
 
-        // WASI reactor initialisation, then the root context.
-        for init in ["_initialize", "_start"] {
-            if let Ok(f) = instance.get_typed_func::<(), ()>(&mut vm.store, init) {
-                vm.invoke(init, 0, Some(f), ())?;
-                break;
-            }
-        }
+        // WASI initialisation, with host calls restricted as Envoy does,
+        // then the root context.
+        vm.store.data_mut().restricted = Some(Window::Start);
+        let initialized = vm.initialize(&instance);
+        vm.store.data_mut().restricted = None;
+        initialized?;
         let root = vm.root_context as i32;
         let create = vm.exports.on_context_create.clone();
         vm.invoke("proxy_on_context_create", 1, create, (root, 0))?;
@@ -199,6 +200,30 @@ impl Vm {
             )));
         }
         Ok(vm)
+    }
+
+    /// cpp-host `WasmBase::startVm`: a WASI reactor's `_initialize`, then
+    /// its `main(0, 0)` or `__main_void` if exported; else a WASI
+    /// command's `_start`.
+    fn initialize(&mut self, instance: &Instance) -> Result<(), Error> {
+        let s = &mut self.store;
+        let Ok(init) = instance.get_typed_func::<(), ()>(&mut *s, "_initialize") else {
+            let start = instance.get_typed_func::<(), ()>(&mut *s, "_start").ok();
+            return self.invoke("_start", 0, start, ()).map(|_| ());
+        };
+        let main = instance
+            .get_typed_func::<(i32, i32), i32>(&mut *s, "main")
+            .ok();
+        let main_void = instance
+            .get_typed_func::<(), i32>(&mut *s, "__main_void")
+            .ok();
+        self.invoke("_initialize", 0, Some(init), ())?;
+        if main.is_some() {
+            self.invoke("main", 0, main, (0, 0))?;
+        } else {
+            self.invoke("__main_void", 0, main_void, ())?;
+        }
+        Ok(())
     }
 
     pub(crate) fn host(&self) -> &Host {
@@ -259,6 +284,9 @@ impl Vm {
             Some(wasmtime::Trap::Interrupt)
         ) {
             format!("interrupted: the guest did not return within the call timeout ({err})")
+        } else if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+            // What failed first, then where (Envoy's order).
+            format!("{}\n{trace}", err.root_cause())
         } else {
             format!("{err:#}")
         };

@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 
-mod fixtures;
+pub mod fixtures;
 
 use std::path::PathBuf;
 
