@@ -9,6 +9,7 @@ Any GET/POST:
   authorization: Bearer <user>   -> 200, `x-user-id: <user>`
   authorization: Bearer slow     -> waits --slow-seconds, then 200
   authorization: Bearer boom     -> 500
+  authorization: Bearer anonymous -> 200 without x-user-id
   anything else                  -> 401, `www-authenticate: Bearer`, JSON body
 """
 import argparse
@@ -34,6 +35,8 @@ class AuthHandler(BaseHTTPRequestHandler):
             time.sleep(self.server.slow_seconds)
         if user == "boom":
             self._send(500, {"error": "internal"}, {})
+        elif user == "anonymous":
+            self._send(200, {"user": None}, {})
         elif user:
             self._send(200, {"user": user}, {"x-user-id": user})
         else:

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use meshguard_common::config::ConfigError;
-use meshguard_stage::{Chain, MetricId, MetricsRegistry, Stage};
+use meshguard_stage::{Chain, NoMetrics, Stage};
 
 /// One shipped filter.
 pub struct Filter {
@@ -20,17 +20,6 @@ pub struct Filter {
 
 fn validate_stage<S: Stage>(json: &[u8]) -> Result<(), ConfigError> {
     <(S,)>::build(json, &mut NoMetrics).map(|_| ())
-}
-
-/// Defines nothing: validation needs no proxy.
-struct NoMetrics;
-impl MetricsRegistry for NoMetrics {
-    fn counter(&mut self, _: &str) -> MetricId {
-        MetricId::NONE
-    }
-    fn gauge(&mut self, _: &str) -> MetricId {
-        MetricId::NONE
-    }
 }
 
 fn filter<S: Stage>() -> Filter {

@@ -57,6 +57,16 @@ impl Runtime<Case> for InEnvoy {
                     ));
                 }
             }
+            Want::ForwardedAnonymous => {
+                if r.status != 200 {
+                    return vec![format!("status {} body {}", r.status, r.body_text())];
+                }
+                for name in ["x-user-id", "x-ab-variant"] {
+                    if r.upstream_headers().iter().any(|(k, _)| k == name) {
+                        problems.push(format!("upstream saw {name}"));
+                    }
+                }
+            }
             Want::Reply(status) => {
                 if r.status != status {
                     problems.push(format!(

@@ -25,6 +25,10 @@ pub struct Router {
     qa: Option<QaOverride>,
     /// Every header this filter owns; any client-sent copy is stripped.
     owned_headers: Vec<Rc<str>>,
+    /// The variant headers it sets (outputs).
+    variant_headers: Vec<Rc<str>>,
+    /// The QA override headers it reads and strips (private inputs).
+    override_headers: Vec<Rc<str>>,
     has_matchers: bool,
     /// Every header the decision reads, looked up in one pass per request
     /// (`HeaderSource::first_many`); the `*_at` fields index into it.
@@ -172,7 +176,7 @@ impl Router {
     pub fn new(config: &AbRoutingConfig) -> Self {
         let mut owned_headers = Vec::new();
         let mut lookup: Vec<Rc<str>> = Vec::new();
-        let experiments = config
+        let experiments: Vec<Experiment> = config
             .experiments
             .iter()
             .map(|e| {
@@ -216,6 +220,15 @@ impl Router {
                 owned_headers.push(AB_FORCE_SECRET_HEADER.into());
             }
         }
+        let variant_headers: Vec<Rc<str>> = experiments
+            .iter()
+            .map(|e: &Experiment| Rc::clone(&e.header))
+            .collect();
+        let override_headers: Vec<Rc<str>> = owned_headers
+            .iter()
+            .filter(|h| !variant_headers.contains(h))
+            .cloned()
+            .collect();
         let vc = &config.visitor_cookie;
         let mut attrs = format!(
             "; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
@@ -239,6 +252,8 @@ impl Router {
             (usize::MAX, usize::MAX)
         };
         Self {
+            variant_headers,
+            override_headers,
             lookup,
             owned_at,
             authority_at,
@@ -260,6 +275,16 @@ impl Router {
     /// The owned headers as shared strings (for edits without copies).
     pub fn owned_header_names(&self) -> &[Rc<str>] {
         &self.owned_headers
+    }
+
+    /// The variant headers the router sets.
+    pub fn variant_header_names(&self) -> &[Rc<str>] {
+        &self.variant_headers
+    }
+
+    /// The QA override headers it reads and strips.
+    pub fn override_header_names(&self) -> &[Rc<str>] {
+        &self.override_headers
     }
 
     /// (experiment, its variants) in declared order.

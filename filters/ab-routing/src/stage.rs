@@ -92,8 +92,14 @@ impl Stage for AbRouting {
         Ok(Self { router, metrics })
     }
 
+    /// Variant headers: the pipeline strips client copies before any stage.
     fn owned_request_headers(&self) -> &[Rc<str>] {
-        self.router.owned_header_names()
+        self.router.variant_header_names()
+    }
+
+    /// The QA override headers: read here, stripped here.
+    fn private_request_headers(&self) -> &[Rc<str>] {
+        self.router.override_header_names()
     }
 
     fn on_request_headers(

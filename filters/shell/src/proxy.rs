@@ -1,5 +1,8 @@
-//! The pipeline's seams ([`Host`], [`Proxy`], [`MetricsRegistry`])
-//! implemented with proxy-wasm host calls. No decisions here.
+//! The pipeline's seams ([`Host`], [`Callouts`], [`Proxy`],
+//! [`MetricsRegistry`]) implemented with proxy-wasm host calls. No
+//! decisions here. Calls whose SDK wrapper would panic on a status Envoy
+//! can return go through `meshguard_common::host`, which hands the status
+//! back instead of trapping the VM.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,10 +10,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use meshguard_common::host as raw;
+use meshguard_stage::message::{valid_name, valid_value};
 use meshguard_stage::pipeline::{MapKind, Proxy};
 use meshguard_stage::{
-    CalloutError, Host, HostEdit, HttpCallout, LocalReply, MetricId, MetricsRegistry, SharedWrite,
-    Token,
+    CalloutError, Callouts, Host, HostEdit, HttpCallout, LocalReply, MetricId, MetricsRegistry,
+    SharedWrite, Token,
 };
 
 /// Stateless: every call goes to the host for the current context.
@@ -33,7 +37,7 @@ impl MetricsRegistry for SdkProxy {
 }
 
 fn define(kind: MetricType, name: &str) -> MetricId {
-    match hostcalls::define_metric(kind, name) {
+    match raw::define_metric(kind, name) {
         Ok(id) => MetricId(id),
         Err(status) => {
             log::warn!("meshguard: cannot define metric {name}: {status:?}");
@@ -44,15 +48,43 @@ fn define(kind: MetricType, name: &str) -> MetricId {
 
 impl Host for SdkProxy {
     fn now(&self) -> SystemTime {
-        hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)
+        raw::now_nanos()
+            .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
+            .unwrap_or(UNIX_EPOCH)
     }
 
     fn random(&mut self, buf: &mut [u8]) -> bool {
         getrandom::fill(buf).is_ok()
     }
 
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        raw::shared_data(key).ok().flatten()
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        match raw::set_shared_data(key, value, cas) {
+            Ok(()) => SharedWrite::Written,
+            Err(Status::CasMismatch) => SharedWrite::CasMismatch,
+            Err(_) => SharedWrite::Failed,
+        }
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        raw::property(path).ok().flatten()
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool {
+        raw::set_property(path, value).is_ok()
+    }
+}
+
+impl Callouts for SdkProxy {
     fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
-        let timeout = call.timeout.max(Duration::from_millis(1));
+        // The ABI takes milliseconds as u32; keep within 1 ms ..= u32::MAX ms.
+        let timeout = call.timeout.clamp(
+            Duration::from_millis(1),
+            Duration::from_millis(u64::from(u32::MAX)),
+        );
         hostcalls::dispatch_http_call(
             call.cluster,
             call.headers.clone(),
@@ -65,30 +97,6 @@ impl Host for SdkProxy {
             _ => CalloutError::Refused,
         })
     }
-
-    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
-            _ => None,
-        }
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        let cas = (cas != 0).then_some(cas);
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => SharedWrite::Written,
-            Err(Status::CasMismatch) => SharedWrite::CasMismatch,
-            Err(_) => SharedWrite::Failed,
-        }
-    }
-
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
-    }
-
-    fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool {
-        hostcalls::set_property(path.to_vec(), Some(value)).is_ok()
-    }
 }
 
 impl Proxy for SdkProxy {
@@ -96,7 +104,9 @@ impl Proxy for SdkProxy {
         match raw::header_map_pairs(map_type(map)) {
             Ok(buf) => Some(buf),
             Err(status) => {
-                log::error!("meshguard: cannot read {map:?} headers: {status:?}");
+                // Expected for e.g. response headers of a reset stream in
+                // on_log: callers decide whether it matters.
+                log::debug!("meshguard: cannot read {map:?} headers: {status:?}");
                 None
             }
         }
@@ -117,10 +127,7 @@ impl Proxy for SdkProxy {
     }
 
     fn request_body(&mut self, size: usize, max: usize) -> Vec<u8> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size.min(max))
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        raw::buffer(BufferType::HttpRequestBody, 0, size.min(max)).unwrap_or_default()
     }
 
     fn callout_response(&mut self, _num_headers: usize, body_size: usize) -> (Vec<u8>, Vec<u8>) {
@@ -128,23 +135,28 @@ impl Proxy for SdkProxy {
         let body = if body_size == 0 {
             Vec::new()
         } else {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            raw::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
         };
         (headers, body)
     }
 
     fn send_reply(&mut self, reply: &LocalReply) {
-        let pairs = raw::encode_pairs(
-            reply
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-        );
-        if let Err(status) = raw::send_local_response(u32::from(reply.status), &pairs, &reply.body)
-        {
+        let valid = reply
+            .headers
+            .iter()
+            .filter(|(k, v)| valid_name(k.as_bytes()) && valid_value(v.as_bytes()));
+        let pairs = raw::encode_pairs(valid.map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        let grpc = reply
+            .grpc_status
+            .and_then(|g| i32::try_from(g).ok())
+            .unwrap_or(-1);
+        if let Err(status) = raw::send_local_response(
+            u32::from(reply.status),
+            reply.details,
+            &pairs,
+            &reply.body,
+            grpc,
+        ) {
             log::error!(
                 "meshguard: cannot send local reply {}: {status:?}",
                 reply.status
@@ -153,12 +165,14 @@ impl Proxy for SdkProxy {
     }
 
     fn resume_request(&mut self) {
-        if let Err(status) = hostcalls::resume_http_request() {
+        if let Err(status) = raw::resume_request() {
             log::error!("meshguard: cannot resume request: {status:?}");
         }
     }
 
     fn bump(&mut self, id: MetricId, delta: i64) {
-        let _ = hostcalls::increment_metric(id.0, delta);
+        if id != MetricId::NONE {
+            let _ = raw::increment_metric(id.0, delta);
+        }
     }
 }

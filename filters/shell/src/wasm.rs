@@ -59,7 +59,10 @@ impl<C: Chain> Shared<C> {
     fn with_scratch<T>(&self, f: impl FnOnce(&C, &mut Scratch) -> T) -> T {
         match self.scratch.try_borrow_mut() {
             Ok(mut sc) => f(&self.chain, &mut sc),
-            Err(_) => f(&self.chain, &mut Scratch::for_chain(&self.chain)),
+            Err(_) => f(
+                &self.chain,
+                &mut Scratch::for_chain(&self.chain, &mut meshguard_stage::NoMetrics),
+            ),
         }
     }
 }
@@ -93,7 +96,7 @@ impl<C: Chain> RootContext for ShellRoot<C> {
                     let _ = hostcalls::set_tick_period(period);
                 }
                 self.root = Some(Root::new(&chain));
-                let scratch = RefCell::new(Scratch::for_chain(&chain));
+                let scratch = RefCell::new(Scratch::for_chain(&chain, &mut SdkProxy));
                 self.chain = Some(Rc::new(Shared { chain, scratch }));
                 log::info!("{}: configured", chain_names::<C>());
                 true
@@ -180,6 +183,14 @@ impl<C: Chain> HttpContext for ShellStream<C> {
         action(sh.with_scratch(|chain, sc| {
             stream.on_request_body(chain, &mut SdkProxy, sc, body_size, end_of_stream)
         }))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(sh) = &self.chain else {
+            return Action::Pause;
+        };
+        let stream = &mut self.stream;
+        action(sh.with_scratch(|chain, sc| stream.on_request_trailers(chain, &mut SdkProxy, sc)))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

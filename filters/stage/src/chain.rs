@@ -26,6 +26,7 @@ pub trait Chain: Sized + 'static {
 
     fn needs(&self, i: usize) -> Needs;
     fn owned_request_headers(&self, i: usize) -> &[std::rc::Rc<str>];
+    fn private_request_headers(&self, i: usize) -> &[std::rc::Rc<str>];
     fn when_headers_unreadable(&self, i: usize) -> Step;
     fn on_request_headers(
         &self,
@@ -130,6 +131,9 @@ macro_rules! chain_tuple {
             }
             fn owned_request_headers(&self, i: usize) -> &[std::rc::Rc<str>] {
                 match i { $($i => self.$i.owned_request_headers(),)+ _ => &[] }
+            }
+            fn private_request_headers(&self, i: usize) -> &[std::rc::Rc<str>] {
+                match i { $($i => self.$i.private_request_headers(),)+ _ => &[] }
             }
             fn when_headers_unreadable(&self, i: usize) -> Step {
                 match i { $($i => self.$i.when_headers_unreadable(),)+ _ => Step::Continue }

@@ -11,6 +11,12 @@ pub type Token = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MetricId(pub u32);
 
+impl Default for MetricId {
+    fn default() -> Self {
+        MetricId::NONE
+    }
+}
+
 impl MetricId {
     /// Returned when the host refused to define a metric: bumping it is a
     /// no-op, so a metric problem never takes traffic down.
@@ -21,6 +27,18 @@ impl MetricId {
 pub trait MetricsRegistry {
     fn counter(&mut self, name: &str) -> MetricId;
     fn gauge(&mut self, name: &str) -> MetricId;
+}
+
+/// Defines nothing (validation, fallbacks): every id is [`MetricId::NONE`].
+pub struct NoMetrics;
+
+impl MetricsRegistry for NoMetrics {
+    fn counter(&mut self, _: &str) -> MetricId {
+        MetricId::NONE
+    }
+    fn gauge(&mut self, _: &str) -> MetricId {
+        MetricId::NONE
+    }
 }
 
 /// An HTTP call to a cluster the proxy knows (`dispatch_http_call`).
@@ -54,12 +72,14 @@ pub enum SharedWrite {
 
 /// What a stage may ask of the proxy. Object-safe: stages receive
 /// `&mut dyn Host`, so one stage implementation serves every host.
+/// Callouts are not here: they go through [`crate::Cx::http_call`] /
+/// [`crate::RootCx::http_call`], which remember the token so the answer
+/// finds its way back to the stage.
 pub trait Host {
     /// Wall-clock time as the proxy sees it.
     fn now(&self) -> SystemTime;
     /// Fills `buf` with random bytes; false if no randomness is available.
     fn random(&mut self, buf: &mut [u8]) -> bool;
-    fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError>;
     /// Value and CAS token of a shared-data key, shared by every worker.
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
     /// Writes `value` if the key's CAS is still `cas` (0 = unconditional).
@@ -68,6 +88,15 @@ pub trait Host {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool;
 }
+
+/// Dispatching callouts (`dispatch_http_call`).
+pub trait Callouts {
+    fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError>;
+}
+
+/// Host and callouts together: what [`crate::Cx`] holds.
+pub trait Seam: Host + Callouts {}
+impl<T: Host + Callouts> Seam for T {}
 
 /// Metric increments recorded during a hook, applied by the pipeline in one
 /// pass afterwards. The first few live inline: no allocation per request.

@@ -29,6 +29,22 @@ struct Edit {
 #[derive(Debug, Clone, Default)]
 pub struct Edits {
     list: Vec<Edit>,
+    refused: u32,
+}
+
+/// RFC 9110 `tchar`, lowercase or not.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header value Envoy can send on as is: no CR, LF or NUL.
+pub fn valid_value(v: &[u8]) -> bool {
+    !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// A header name meshguard may set: a non-empty token.
+pub fn valid_name(n: &[u8]) -> bool {
+    !n.is_empty() && n.iter().all(|b| is_tchar(*b))
 }
 
 /// One host call the shell makes to apply [`Edits`].
@@ -50,7 +66,24 @@ impl Edits {
     }
 
     fn push(&mut self, op: Op, name: Text, value: Option<Text>) {
+        // A header value from hostile input (a token claim, an auth
+        // service's answer) must never split the request upstream.
+        let name_ok = !name.as_bytes().is_empty() && name.as_bytes().iter().all(|b| is_tchar(*b));
+        let value_ok = value.as_ref().is_none_or(|v| valid_value(v.as_bytes()));
+        if !(name_ok && value_ok) {
+            self.refused += 1;
+            log::debug!(
+                "meshguard: refused header edit {name:?}: invalid name or CR/LF/NUL in value"
+            );
+            return;
+        }
         self.list.push(Edit { op, name, value });
+    }
+
+    /// Edits refused since the last [`Edits::take_refused`] (invalid name,
+    /// CR/LF/NUL in a value).
+    pub fn take_refused(&mut self) -> u32 {
+        std::mem::take(&mut self.refused)
     }
 
     /// Whether `name` was set or removed, so the original values are gone.
@@ -358,6 +391,28 @@ mod tests {
             });
             assert_eq!(planned, expected, "{script:?}");
         }
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        let buf = encode(&[]);
+        let view = PairsView::parse(&buf).unwrap();
+        let mut edits = Edits::default();
+        {
+            let mut m = Message::new(&view, &mut edits);
+            m.set("x-user", "alice\r\nx-admin: true");
+            m.set("x-user", b"a\0b".to_vec());
+            m.add("bad name", "v");
+            m.add(":path", "/x");
+            m.remove("");
+            m.set("x-ok", "fine \u{e9}");
+        }
+        assert_eq!(
+            plan_strings(&edits),
+            vec!["replace \"x-ok\"=\"fine \u{e9}\""]
+        );
+        assert_eq!(edits.take_refused(), 5);
+        assert_eq!(edits.take_refused(), 0);
     }
 
     #[test]

@@ -1,9 +1,20 @@
-//! Runs a [`Chain`] for one stream: in order, pausing on `Wait` and
-//! resuming at the same stage, buffering a body for the stage that asked,
-//! answering locally on `Respond`, and applying every stage's edits once.
-//! Plain Rust over the [`Proxy`] seam: the proxy-wasm shell drives it with
-//! host calls, native tests with [`crate::testing::FakeProxy`], and both run
-//! exactly this code.
+//! Runs a [`Chain`] for one stream: header hooks in order (pausing on
+//! `Wait`, resuming at the same stage), then body hooks for the stages that
+//! asked for the body, answering locally on `Respond`, applying every
+//! stage's edits in one go. Plain Rust over the [`Proxy`] seam: the
+//! proxy-wasm shell drives it with host calls, native tests with
+//! [`crate::testing::FakeProxy`], and both run exactly this code.
+//!
+//! Envoy's rules this follows (checked against Envoy by the harness):
+//! - While a filter holds the request headers (`Pause`), Envoy holds the
+//!   body back too; it is delivered once the filter continues. So a stage
+//!   that needs the body cannot see it before the headers go on: header
+//!   hooks all run first, their edits are applied, the headers continue,
+//!   and the body is then buffered (`Pause` from the body callback) for the
+//!   body hooks, which may still wait on callouts or answer locally.
+//! - Request headers can be edited only while they are held.
+//! - A local reply is sent after the callback returns and goes through the
+//!   response hooks; late callout answers are ignored.
 
 use std::time::SystemTime;
 
@@ -11,9 +22,10 @@ use meshguard_common::headers::{HeaderSource, PairsView};
 
 use crate::chain::Chain;
 use crate::facts::Facts;
-use crate::host::{Bumps, Host, MetricId, Token};
+use crate::host::{Bumps, Callouts, Host, MetricId, MetricsRegistry, Token};
 use crate::message::{Edits, HostEdit, Message};
 use crate::stage::{Cx, LocalReply, LogView, Reply, RootCx, Step};
+use crate::text::Text;
 
 /// Which header map an edit goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +34,13 @@ pub enum MapKind {
     Response,
 }
 
+/// Callout answers larger than this are treated as failed: a huge answer
+/// must not exhaust the VM's memory.
+pub const MAX_CALLOUT_RESPONSE: usize = 1 << 20;
+
 /// Everything the pipeline needs from the proxy for a stream (on top of
-/// what stages may ask through [`Host`]).
-pub trait Proxy: Host {
+/// what stages may ask through [`Host`] and [`Callouts`]).
+pub trait Proxy: Host + Callouts {
     /// The header map in proxy-wasm pairs encoding; `None` if unreadable.
     fn headers(&mut self, map: MapKind) -> Option<Vec<u8>>;
     fn edit(&mut self, map: MapKind, edit: &HostEdit<'_>);
@@ -42,65 +58,87 @@ pub trait Proxy: Host {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// Stop iteration (headers) or stop and buffer (body).
+    /// Stop iteration (headers) or stop and buffer (body, trailers).
     Pause,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Headers,
+    /// Body hooks; `held`: the headers are still held (the request ended
+    /// with its headers), so header edits still apply.
+    Body {
+        held: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Request headers not seen yet, or being run.
     Start,
-    /// Paused on stage `stage`'s callout; `then_body` if the body hook of
-    /// that stage still has to run after the callout.
+    /// Paused on a stage's callout.
     Waiting {
         stage: usize,
         token: Token,
-        in_body: bool,
+        part: Part,
     },
-    /// Paused until the request body is complete for stage `stage`.
-    AwaitBody { stage: usize },
-    /// Every stage let it through; edits applied.
+    /// Headers went on; buffering the body for the body hooks.
+    AwaitBody,
+    /// Every stage let it through.
     Forwarded,
     /// A stage answered locally.
     Replied,
+    /// The response started (upstream or local): request-side events are
+    /// over.
+    Responding,
 }
 
-/// Working space for one hook: the edits and metric bumps it records.
-/// Both are applied and emptied before the hook's callback returns (a
-/// stream that waits on a callout has already applied its edits), so one
-/// `Scratch` serves every stream of a VM and its buffers are reused instead
-/// of allocated per request.
+/// Working space for one hook: the edits and metric bumps it records, the
+/// callouts it dispatched. All are applied and emptied before the callback
+/// returns (a stream that waits has already applied its edits), so one
+/// `Scratch` serves every stream of a VM: no allocation per request.
 #[derive(Debug, Default)]
 pub struct Scratch {
     edits: Edits,
     bumps: Bumps,
-    /// What the chain's stages need, summed up once (see [`Scratch::for_chain`]).
+    dispatched: Vec<Token>,
+    /// What the chain's stages need, summed up once.
     any_facts: bool,
     any_response_headers: bool,
     any_log: bool,
     /// Bit `i`: stage `i` wants the request body.
     body_stages: u64,
+    /// The largest body any stage wants.
+    max_body: usize,
+    /// Every stage's owned (output) headers, stripped from the client.
+    owned: Vec<std::rc::Rc<str>>,
+    /// `meshguard_refused_header_edits`.
+    refused_metric: MetricId,
 }
 
 impl Scratch {
     /// Working space for `chain`, with its stages' [`crate::Needs`] summed up
     /// so no request pays for asking each stage again.
-    pub fn for_chain<C: Chain>(chain: &C) -> Self {
-        let mut sc = Scratch::default();
+    pub fn for_chain<C: Chain>(chain: &C, metrics: &mut dyn MetricsRegistry) -> Self {
+        let mut sc = Scratch {
+            refused_metric: metrics.counter("meshguard_refused_header_edits"),
+            ..Scratch::default()
+        };
         for i in 0..C::LEN {
             let n = chain.needs(i);
             sc.any_facts |= n.facts;
             sc.any_response_headers |= n.response_headers;
             sc.any_log |= n.log;
-            if n.request_body.is_some() {
+            if let Some(limit) = n.request_body {
                 sc.body_stages |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                sc.max_body = sc.max_body.max(limit);
+            }
+            for h in chain.owned_request_headers(i) {
+                if !sc.owned.iter().any(|o| o.eq_ignore_ascii_case(h)) {
+                    sc.owned.push(std::rc::Rc::clone(h));
+                }
             }
         }
         sc
-    }
-
-    fn wants_body(&self, i: usize) -> bool {
-        self.body_stages & 1u64.checked_shl(i as u32).unwrap_or(0) != 0
     }
 }
 
@@ -109,7 +147,12 @@ pub struct Stream<C: Chain> {
     state: C::State,
     facts: Facts,
     phase: Phase,
-    request_complete: bool,
+    replied: bool,
+    /// The request ended with its headers (no body follows).
+    headers_end: bool,
+    /// Bytes of body buffered when the body hooks started.
+    body_size: usize,
+    body_complete: bool,
 }
 
 impl<C: Chain> Default for Stream<C> {
@@ -118,9 +161,18 @@ impl<C: Chain> Default for Stream<C> {
             state: C::State::default(),
             facts: Facts::default(),
             phase: Phase::Start,
-            request_complete: false,
+            replied: false,
+            headers_end: false,
+            body_size: 0,
+            body_complete: false,
         }
     }
+}
+
+/// What the pipeline does after a hook returned.
+enum Next {
+    Go,
+    Stop(Flow),
 }
 
 impl<C: Chain> Stream<C> {
@@ -134,7 +186,7 @@ impl<C: Chain> Stream<C> {
 
     /// Whether a stage answered the request locally.
     pub fn replied(&self) -> bool {
-        self.phase == Phase::Replied
+        self.replied
     }
 
     /// The callout this stream waits on, if any.
@@ -152,11 +204,11 @@ impl<C: Chain> Stream<C> {
         sc: &mut Scratch,
         end_of_stream: bool,
     ) -> Flow {
-        self.request_complete = end_of_stream;
         if self.phase != Phase::Start {
             return Flow::Continue;
         }
-        self.run(chain, p, sc, 0, Entry::Headers)
+        self.headers_end = end_of_stream;
+        self.run_headers(chain, p, sc, 0, true)
     }
 
     pub fn on_request_body<P: Proxy>(
@@ -167,22 +219,40 @@ impl<C: Chain> Stream<C> {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        self.request_complete = end_of_stream;
         match self.phase {
-            Phase::AwaitBody { stage } => {
-                let max = chain.needs(stage).request_body.unwrap_or(0);
-                if !end_of_stream && body_size < max {
+            Phase::AwaitBody => {
+                if !end_of_stream && body_size < sc.max_body {
                     return Flow::Pause; // keep buffering
                 }
-                self.run_body(chain, p, sc, stage, body_size, max)
+                self.body_size = body_size.min(sc.max_body);
+                self.body_complete = end_of_stream && body_size <= sc.max_body;
+                self.run_body(chain, p, sc, 0, false)
             }
-            // Body arriving while a callout is pending: the proxy buffers it.
             Phase::Waiting { .. } => Flow::Pause,
             _ => Flow::Continue,
         }
     }
 
-    /// A callout answered. `num_headers == 0` means it failed or timed out.
+    /// Trailers end the body: run the body hooks on what was buffered, and
+    /// never let trailers carry a request past a pending decision.
+    pub fn on_request_trailers<P: Proxy>(
+        &mut self,
+        chain: &C,
+        p: &mut P,
+        sc: &mut Scratch,
+    ) -> Flow {
+        match self.phase {
+            Phase::AwaitBody => {
+                self.body_size = p.request_body(sc.max_body, sc.max_body).len();
+                self.body_complete = self.body_size < sc.max_body;
+                self.run_body(chain, p, sc, 0, false)
+            }
+            Phase::Waiting { .. } => Flow::Pause,
+            _ => Flow::Continue,
+        }
+    }
+
+    /// A callout answered. `num_headers == 0` means it failed.
     pub fn on_callout<P: Proxy>(
         &mut self,
         chain: &C,
@@ -195,62 +265,59 @@ impl<C: Chain> Stream<C> {
         let Phase::Waiting {
             stage,
             token: want,
-            in_body,
+            part,
         } = self.phase
         else {
-            return; // late answer after a local reply, or not ours
+            return; // late answer after a local reply or the response, or not ours
         };
         if token != want {
             return;
         }
-        let (raw_headers, body) = if num_headers == 0 {
-            (Vec::new(), Vec::new())
-        } else {
-            p.callout_response(num_headers, body_size)
-        };
+        let (raw_headers, body) = read_answer(p, num_headers, body_size);
         let reply_headers = PairsView::parse(&raw_headers).unwrap_or_else(PairsView::empty);
-        let reply = if num_headers == 0 {
-            Reply::Failed
-        } else {
-            let status = reply_headers
-                .first(":status")
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            Reply::Response {
-                status,
-                headers: &reply_headers,
-                body: &body,
-            }
-        };
-        let raw = p.headers(MapKind::Request);
-        let parsed = raw.as_deref().and_then(PairsView::parse);
-        let empty = PairsView::empty();
-        let view = parsed.as_ref().unwrap_or(&empty);
-        let step = {
-            let mut rq = Message::new(view, &mut sc.edits);
-            let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, sc.any_facts);
-            chain.on_callout(stage, reply, &mut rq, &mut self.state, &mut cx)
-        };
-        self.flush_bumps(p, sc);
-        match self.after_step(chain, p, sc, stage, step) {
-            Some(flow) => {
-                if flow == Flow::Continue {
-                    p.resume_request();
-                }
-            }
-            None => {
-                // The stage is done with its callout: its body hook (if it
-                // wants one) and then the rest of the chain.
-                let entry = if in_body {
-                    Entry::Next
-                } else {
-                    Entry::AfterHeaders
+        let reply = reply_of(num_headers, body_size, &reply_headers, &body);
+        let flow = match part {
+            Part::Headers => {
+                let raw = p.headers(MapKind::Request);
+                let parsed = raw.as_deref().and_then(PairsView::parse);
+                let empty = PairsView::empty();
+                let view = parsed.as_ref().unwrap_or(&empty);
+                let step = {
+                    let mut rq = Message::new(view, &mut sc.edits);
+                    let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
+                        .with_flags(sc.any_facts, false);
+                    chain.on_callout(stage, reply, &mut rq, &mut self.state, &mut cx)
                 };
-                if self.run(chain, p, sc, stage, entry) == Flow::Continue {
-                    p.resume_request();
+                match self.after(p, sc, stage, step, Part::Headers) {
+                    Next::Stop(flow) => flow,
+                    Next::Go => self.run_headers(chain, p, sc, stage + 1, false),
                 }
             }
+            Part::Body { held } => {
+                let body_now = p.request_body(self.body_size, self.body_size);
+                let raw = if held {
+                    p.headers(MapKind::Request)
+                } else {
+                    None
+                };
+                let parsed = raw.as_deref().and_then(PairsView::parse);
+                let empty = PairsView::empty();
+                let view = parsed.as_ref().unwrap_or(&empty);
+                let step = {
+                    let mut rq = Message::new(view, &mut sc.edits)
+                        .with_body(Some(&body_now), self.body_complete);
+                    let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
+                        .with_flags(sc.any_facts, false);
+                    chain.on_callout(stage, reply, &mut rq, &mut self.state, &mut cx)
+                };
+                match self.after(p, sc, stage, step, Part::Body { held }) {
+                    Next::Stop(flow) => flow,
+                    Next::Go => self.run_body(chain, p, sc, stage + 1, held),
+                }
+            }
+        };
+        if flow == Flow::Continue {
+            p.resume_request();
         }
     }
 
@@ -260,8 +327,8 @@ impl<C: Chain> Stream<C> {
         p: &mut P,
         sc: &mut Scratch,
     ) -> Flow {
-        let wants = sc.any_response_headers;
-        let raw = if wants {
+        self.phase = Phase::Responding;
+        let raw = if sc.any_response_headers {
             p.headers(MapKind::Response)
         } else {
             None
@@ -271,15 +338,15 @@ impl<C: Chain> Stream<C> {
             .and_then(PairsView::parse)
             .unwrap_or_else(PairsView::empty);
         sc.edits.clear();
-        let wanted = sc.any_facts;
         for i in 0..C::LEN {
             let mut rs = Message::new(&view, &mut sc.edits);
-            let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, wanted);
+            let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
+                .with_flags(sc.any_facts, self.replied);
             chain.on_response_headers(i, &mut rs, &mut self.state, &mut cx);
         }
         sc.edits.plan(|e| p.edit(MapKind::Response, &e));
         sc.edits.clear();
-        self.flush_bumps(p, sc);
+        self.flush(p, sc);
         Flow::Continue
     }
 
@@ -291,7 +358,7 @@ impl<C: Chain> Stream<C> {
         let rs_raw = p.headers(MapKind::Response).unwrap_or_default();
         let request = PairsView::parse(&rq_raw).unwrap_or_else(PairsView::empty);
         let response = PairsView::parse(&rs_raw).unwrap_or_else(PairsView::empty);
-        let mut facts = std::mem::take(&mut self.facts);
+        let facts = std::mem::take(&mut self.facts);
         for i in (0..C::LEN).filter(|i| chain.needs(*i).log) {
             let view = LogView {
                 request: &request,
@@ -299,61 +366,51 @@ impl<C: Chain> Stream<C> {
                 facts: &facts,
             };
             let mut scratch = Facts::default();
-            let mut cx = Cx::new(p, &mut scratch, &mut sc.bumps, false);
+            let mut cx = Cx::new(p, &mut scratch, &mut sc.bumps, &mut sc.dispatched);
             chain.on_log(i, &view, &self.state, &mut cx);
         }
-        std::mem::swap(&mut self.facts, &mut facts);
-        self.flush_bumps(p, sc);
+        self.facts = facts;
+        sc.dispatched.clear();
+        self.flush(p, sc);
     }
 
-    /// Runs stages from `from`, entering it at `entry`.
-    fn run<P: Proxy>(
+    /// Header hooks from stage `from`; `first`: strip owned headers first.
+    fn run_headers<P: Proxy>(
         &mut self,
         chain: &C,
         p: &mut P,
         sc: &mut Scratch,
         from: usize,
-        entry: Entry,
+        first: bool,
     ) -> Flow {
         let raw = p.headers(MapKind::Request);
-        let parsed = raw.as_deref().and_then(PairsView::parse);
-        let Some(view) = parsed else {
+        let Some(view) = raw.as_deref().and_then(PairsView::parse) else {
             return self.headers_unreadable(chain, p, sc);
         };
-        let mut i = from;
-        let mut entry = entry;
-        while i < C::LEN {
-            if entry == Entry::Headers {
-                let step = {
-                    let mut rq =
-                        Message::new(&view, &mut sc.edits).with_body(None, self.request_complete);
-                    let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, sc.any_facts);
-                    chain.on_request_headers(i, &mut rq, &mut self.state, &mut cx)
-                };
-                self.flush_bumps(p, sc);
-                if let Some(flow) = self.after_step(chain, p, sc, i, step) {
-                    return flow;
-                }
+        if first {
+            strip_owned(&view, sc);
+        }
+        for i in from..C::LEN {
+            let step = {
+                let mut rq = Message::new(&view, &mut sc.edits).with_body(None, self.headers_end);
+                let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
+                    .with_flags(sc.any_facts, false);
+                chain.on_request_headers(i, &mut rq, &mut self.state, &mut cx)
+            };
+            if let Next::Stop(flow) = self.after(p, sc, i, step, Part::Headers) {
+                return flow;
             }
-            if entry != Entry::Next && sc.wants_body(i) {
-                if !self.request_complete {
-                    self.apply_request_edits(p, sc);
-                    self.phase = Phase::AwaitBody { stage: i };
-                    return Flow::Pause;
-                }
-                // The whole request was in the headers: the body is empty.
-                let step = {
-                    let mut rq = Message::new(&view, &mut sc.edits).with_body(Some(&[]), true);
-                    let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, sc.any_facts);
-                    chain.on_request_body(i, &mut rq, &mut self.state, &mut cx)
-                };
-                self.flush_bumps(p, sc);
-                if let Some(flow) = self.after_step_in_body(chain, p, sc, i, step) {
-                    return flow;
-                }
+        }
+        if sc.body_stages != 0 {
+            if self.headers_end {
+                // No body follows: body hooks run now on an empty body,
+                // while the headers are still held.
+                self.body_complete = true;
+                return self.run_body_with(chain, p, sc, 0, true, &view);
             }
-            i += 1;
-            entry = Entry::Headers;
+            self.apply_request_edits(p, sc);
+            self.phase = Phase::AwaitBody;
+            return Flow::Continue;
         }
         self.apply_request_edits(p, sc);
         self.phase = Phase::Forwarded;
@@ -365,86 +422,122 @@ impl<C: Chain> Stream<C> {
         chain: &C,
         p: &mut P,
         sc: &mut Scratch,
-        stage: usize,
-        size: usize,
-        max: usize,
+        from: usize,
+        held: bool,
     ) -> Flow {
-        let body = p.request_body(size, max);
-        let raw = p.headers(MapKind::Request);
-        let parsed = raw.as_deref().and_then(PairsView::parse);
-        let empty = PairsView::empty();
-        let view = parsed.as_ref().unwrap_or(&empty);
-        let step = {
-            let complete = self.request_complete && size <= max;
-            let mut rq = Message::new(view, &mut sc.edits).with_body(Some(&body), complete);
-            let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, sc.any_facts);
-            chain.on_request_body(stage, &mut rq, &mut self.state, &mut cx)
-        };
-        self.flush_bumps(p, sc);
-        if let Some(flow) = self.after_step_in_body(chain, p, sc, stage, step) {
-            return flow;
+        if held {
+            let raw = p.headers(MapKind::Request);
+            let Some(view) = raw.as_deref().and_then(PairsView::parse) else {
+                return self.headers_unreadable(chain, p, sc);
+            };
+            return self.run_body_with(chain, p, sc, from, true, &view);
         }
-        self.run(chain, p, sc, stage, Entry::Next)
+        self.run_body_with(chain, p, sc, from, false, &PairsView::empty())
     }
 
-    /// `None`: the stage continued. `Some(flow)`: stop here.
-    fn after_step<P: Proxy>(
+    fn run_body_with<P: Proxy>(
         &mut self,
         chain: &C,
         p: &mut P,
         sc: &mut Scratch,
-        i: usize,
-        step: Step,
-    ) -> Option<Flow> {
-        self.after(chain, p, sc, i, step, false)
+        from: usize,
+        held: bool,
+        view: &PairsView<'_>,
+    ) -> Flow {
+        let body = if self.body_size == 0 {
+            Vec::new()
+        } else {
+            p.request_body(self.body_size, self.body_size)
+        };
+        let body_stages = sc.body_stages;
+        let wants = |i: usize| body_stages & 1u64.checked_shl(i as u32).unwrap_or(0) != 0;
+        for i in (from..C::LEN).filter(|i| wants(*i)) {
+            let step = {
+                let mut rq =
+                    Message::new(view, &mut sc.edits).with_body(Some(&body), self.body_complete);
+                let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
+                    .with_flags(sc.any_facts, false);
+                chain.on_request_body(i, &mut rq, &mut self.state, &mut cx)
+            };
+            if let Next::Stop(flow) = self.after(p, sc, i, step, Part::Body { held }) {
+                return flow;
+            }
+        }
+        self.apply_request_edits_if(p, sc, held);
+        self.phase = Phase::Forwarded;
+        Flow::Continue
     }
 
-    fn after_step_in_body<P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        sc: &mut Scratch,
-        i: usize,
-        step: Step,
-    ) -> Option<Flow> {
-        self.after(chain, p, sc, i, step, true)
-    }
-
+    /// Bumps metrics, then acts on the step.
     fn after<P: Proxy>(
         &mut self,
-        _chain: &C,
         p: &mut P,
         sc: &mut Scratch,
         i: usize,
         step: Step,
-        in_body: bool,
-    ) -> Option<Flow> {
+        part: Part,
+    ) -> Next {
+        self.flush(p, sc);
+        let dispatched = matches!(step, Step::Wait(t) if sc.dispatched.contains(&t));
+        sc.dispatched.clear();
         match step {
-            Step::Continue => None,
-            Step::Wait(token) => {
+            Step::Continue => Next::Go,
+            Step::Wait(token) if dispatched => {
                 // Edits go to the proxy now: the headers are re-read on resume.
-                self.apply_request_edits(p, sc);
+                let held = matches!(part, Part::Headers | Part::Body { held: true });
+                self.apply_request_edits_if(p, sc, held);
                 self.phase = Phase::Waiting {
                     stage: i,
                     token,
-                    in_body,
+                    part,
                 };
-                Some(Flow::Pause)
+                Next::Stop(Flow::Pause)
+            }
+            Step::Wait(token) => {
+                log::error!(
+                    "meshguard: stage {} waited on callout {token}, which it did not dispatch in this hook; failing closed",
+                    C::names().get(i).map(|n| n.0).unwrap_or("?")
+                );
+                let reply = LocalReply::new(500, "meshguard: internal error\n")
+                    .details("meshguard_bad_wait");
+                self.reply(p, sc, &reply);
+                Next::Stop(Flow::Pause)
             }
             Step::Respond(reply) => {
-                sc.edits.clear();
-                self.phase = Phase::Replied;
-                p.send_reply(&reply);
-                Some(Flow::Pause)
+                self.reply(p, sc, &reply);
+                Next::Stop(Flow::Pause)
             }
         }
     }
 
+    fn reply<P: Proxy>(&mut self, p: &mut P, sc: &mut Scratch, reply: &LocalReply) {
+        sc.edits.clear();
+        self.phase = Phase::Replied;
+        self.replied = true;
+        p.send_reply(reply);
+    }
+
     fn apply_request_edits<P: Proxy>(&mut self, p: &mut P, sc: &mut Scratch) {
+        self.apply_request_edits_if(p, sc, true);
+    }
+
+    /// Applies request edits while the headers are held; after they went
+    /// upstream, edits are dropped (and logged): Envoy would refuse them.
+    fn apply_request_edits_if<P: Proxy>(&mut self, p: &mut P, sc: &mut Scratch, held: bool) {
+        let refused = sc.edits.take_refused();
+        if refused > 0 {
+            p.bump(sc.refused_metric, i64::from(refused));
+        }
         if sc.edits.is_empty() {
             return;
         }
-        sc.edits.plan(|e| p.edit(MapKind::Request, &e));
+        if held {
+            sc.edits.plan(|e| p.edit(MapKind::Request, &e));
+        } else {
+            log::warn!(
+                "meshguard: request header edits after the headers went upstream are dropped"
+            );
+        }
         sc.edits.clear();
     }
 
@@ -457,7 +550,11 @@ impl<C: Chain> Stream<C> {
         sc.edits.clear();
         let view = PairsView::empty();
         for i in 0..C::LEN {
-            for name in chain.owned_request_headers(i) {
+            for name in chain
+                .owned_request_headers(i)
+                .iter()
+                .chain(chain.private_request_headers(i))
+            {
                 Message::new(&view, &mut sc.edits).remove(name);
             }
         }
@@ -465,8 +562,7 @@ impl<C: Chain> Stream<C> {
         sc.edits.clear();
         for i in 0..C::LEN {
             if let Step::Respond(reply) = chain.when_headers_unreadable(i) {
-                self.phase = Phase::Replied;
-                p.send_reply(&reply);
+                self.reply(p, sc, &reply);
                 return Flow::Pause;
             }
         }
@@ -474,19 +570,63 @@ impl<C: Chain> Stream<C> {
         Flow::Continue
     }
 
-    fn flush_bumps<P: Proxy>(&mut self, p: &mut P, sc: &mut Scratch) {
+    fn flush<P: Proxy>(&mut self, p: &mut P, sc: &mut Scratch) {
         sc.bumps.drain(|id, delta| p.bump(id, delta));
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    /// Run the stage's headers hook.
-    Headers,
-    /// Its headers hook (and callout) are done: body hook next if wanted.
-    AfterHeaders,
-    /// The stage is done: go on with the next one.
-    Next,
+/// Records removals of every owned header the client sent, in one pass.
+fn strip_owned(view: &PairsView<'_>, sc: &mut Scratch) {
+    if sc.owned.is_empty() {
+        return;
+    }
+    let mut inline = [None; 16];
+    let mut spilled = Vec::new();
+    let found: &mut [Option<&[u8]>] = match inline.get_mut(..sc.owned.len()) {
+        Some(slots) => slots,
+        None => {
+            spilled.resize(sc.owned.len(), None);
+            &mut spilled
+        }
+    };
+    view.first_many(&sc.owned, found);
+    for (name, hit) in sc.owned.iter().zip(found.iter()) {
+        if hit.is_some() {
+            Message::new(view, &mut sc.edits).remove(Text::from(name));
+        }
+    }
+}
+
+fn read_answer<P: Proxy>(p: &mut P, num_headers: usize, body_size: usize) -> (Vec<u8>, Vec<u8>) {
+    if num_headers == 0 || body_size > MAX_CALLOUT_RESPONSE {
+        return (Vec::new(), Vec::new());
+    }
+    p.callout_response(num_headers, body_size)
+}
+
+fn reply_of<'a>(
+    num_headers: usize,
+    body_size: usize,
+    headers: &'a PairsView<'a>,
+    body: &'a [u8],
+) -> Reply<'a> {
+    if num_headers == 0 {
+        return Reply::Failed;
+    }
+    if body_size > MAX_CALLOUT_RESPONSE {
+        log::warn!("meshguard: callout answer of {body_size} bytes is over the {MAX_CALLOUT_RESPONSE}-byte limit; treated as failed");
+        return Reply::Failed;
+    }
+    let status = headers
+        .first(":status")
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply::Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Root-level driver: timers and callouts made from them.
@@ -522,7 +662,7 @@ impl Root {
                 continue;
             }
             if let Some(slot) = self.next_due.get_mut(i) {
-                *slot = Some(now + period);
+                *slot = now.checked_add(period);
             }
             let dispatched = {
                 let mut cx = RootCx::new(p, &mut self.bumps);
@@ -547,26 +687,9 @@ impl Root {
             return false;
         };
         let (_, stage) = self.pending.swap_remove(pos);
-        let (raw, body) = if num_headers == 0 {
-            (Vec::new(), Vec::new())
-        } else {
-            p.callout_response(num_headers, body_size)
-        };
+        let (raw, body) = read_answer(p, num_headers, body_size);
         let headers = PairsView::parse(&raw).unwrap_or_else(PairsView::empty);
-        let reply = if num_headers == 0 {
-            Reply::Failed
-        } else {
-            let status = headers
-                .first(":status")
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            Reply::Response {
-                status,
-                headers: &headers,
-                body: &body,
-            }
-        };
+        let reply = reply_of(num_headers, body_size, &headers, &body);
         let dispatched = {
             let mut cx = RootCx::new(p, &mut self.bumps);
             chain.on_root_callout(stage, token, reply, &mut cx);

@@ -8,7 +8,7 @@ use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::PairsView;
 
 use crate::facts::Facts;
-use crate::host::{Bumps, CalloutError, Host, HttpCallout, MetricId, MetricsRegistry, Token};
+use crate::host::{Bumps, CalloutError, Host, HttpCallout, MetricId, MetricsRegistry, Seam, Token};
 use crate::message::{Request, Response};
 use crate::text::Text;
 
@@ -24,13 +24,20 @@ pub enum Step {
     Respond(LocalReply),
 }
 
-/// A response the proxy sends instead of forwarding the request. For gRPC
-/// requests Envoy derives `grpc-status` from `status`.
+/// A response the proxy sends instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u16,
+    /// Headers with an invalid name or a CR, LF or NUL in the value are
+    /// dropped when sent.
     pub headers: Vec<(Text, Text)>,
     pub body: Vec<u8>,
+    /// For gRPC requests; `None` lets Envoy derive it from `status`
+    /// (403 → PERMISSION_DENIED, 429/503 → UNAVAILABLE, ...).
+    pub grpc_status: Option<u32>,
+    /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`), e.g.
+    /// `meshguard_authn_denied`. Lowercase, no spaces.
+    pub details: &'static str,
 }
 
 impl LocalReply {
@@ -39,11 +46,23 @@ impl LocalReply {
             status,
             headers: Vec::new(),
             body: body.into(),
+            grpc_status: None,
+            details: "",
         }
     }
 
     pub fn header(mut self, name: impl Into<Text>, value: impl Into<Text>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn details(mut self, details: &'static str) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn grpc_status(mut self, code: u32) -> Self {
+        self.grpc_status = Some(code);
         self
     }
 }
@@ -67,8 +86,12 @@ pub enum Reply<'a> {
 /// reads (and pauses for) nothing nobody uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// Buffer up to this many bytes of request body and call
-    /// [`Stage::on_request_body`] before going on to the next stage.
+    /// Buffer up to this many bytes of request body for
+    /// [`Stage::on_request_body`]. In Envoy a Wasm filter cannot see the
+    /// body while it holds the headers, so when a body follows, the request
+    /// headers go upstream once every stage's headers hook has run (with
+    /// their edits); body hooks then run on the buffered body and can only
+    /// wait on callouts or answer locally, no longer edit request headers.
     pub request_body: Option<usize>,
     /// Read the response headers for [`Stage::on_response_headers`] (the
     /// hook always runs; without this it sees an empty map, and can still
@@ -88,30 +111,46 @@ pub struct Needs {
 /// request, and the metrics to bump (the shell bumps them all in one pass
 /// after the hook).
 pub struct Cx<'a> {
-    host: &'a mut dyn Host,
+    host: &'a mut dyn Seam,
     pub facts: &'a mut Facts,
     bumps: &'a mut Bumps,
+    dispatched: &'a mut Vec<Token>,
     facts_wanted: bool,
+    answered_locally: bool,
 }
 
 impl<'a> Cx<'a> {
     pub fn new(
-        host: &'a mut dyn Host,
+        host: &'a mut dyn Seam,
         facts: &'a mut Facts,
         bumps: &'a mut Bumps,
-        facts_wanted: bool,
+        dispatched: &'a mut Vec<Token>,
     ) -> Self {
         Self {
             host,
             facts,
             bumps,
-            facts_wanted,
+            dispatched,
+            facts_wanted: false,
+            answered_locally: false,
         }
+    }
+
+    pub(crate) fn with_flags(mut self, facts_wanted: bool, answered_locally: bool) -> Self {
+        self.facts_wanted = facts_wanted;
+        self.answered_locally = answered_locally;
+        self
     }
 
     /// Whether any stage in the chain reads [`Facts`]: record them only then.
     pub fn facts_wanted(&self) -> bool {
         self.facts_wanted
+    }
+
+    /// In response hooks: the response is this chain's own local reply, not
+    /// the upstream's.
+    pub fn answered_locally(&self) -> bool {
+        self.answered_locally
     }
 
     pub fn host(&mut self) -> &mut dyn Host {
@@ -129,15 +168,18 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Dispatches a callout; return `Step::Wait(token)` to pause on it.
+    /// Dispatches a callout; return `Step::Wait(token)` to pause on it. (A
+    /// wait on a token not dispatched in the same hook fails closed.)
     pub fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
-        self.host.http_call(call)
+        let token = self.host.http_call(call)?;
+        self.dispatched.push(token);
+        Ok(token)
     }
 }
 
 /// Context for root-level hooks (timers, root callouts): no request.
 pub struct RootCx<'a> {
-    host: &'a mut dyn Host,
+    host: &'a mut dyn Seam,
     bumps: &'a mut Bumps,
     /// Callouts dispatched during this hook; their replies go to
     /// [`Stage::on_root_callout`] of the same stage.
@@ -145,7 +187,7 @@ pub struct RootCx<'a> {
 }
 
 impl<'a> RootCx<'a> {
-    pub fn new(host: &'a mut dyn Host, bumps: &'a mut Bumps) -> Self {
+    pub fn new(host: &'a mut dyn Seam, bumps: &'a mut Bumps) -> Self {
         Self {
             host,
             bumps,
@@ -207,10 +249,18 @@ pub trait Stage: Sized + 'static {
         Needs::default()
     }
 
-    /// Request headers that belong to this stage. If the proxy cannot hand
-    /// over the request headers, the shell strips these (a client must
-    /// never get to set them) and applies [`Stage::when_headers_unreadable`].
+    /// Request headers this stage sets (identity, variant): its outputs.
+    /// The pipeline removes any client copy before the first stage runs, so
+    /// no stage, earlier or later, ever reads a forged value.
     fn owned_request_headers(&self) -> &[std::rc::Rc<str>] {
+        &[]
+    }
+
+    /// Request headers only this stage reads and that must never reach the
+    /// upstream (a QA override and its secret). The stage strips them
+    /// itself; if the proxy cannot hand over the request headers, the
+    /// pipeline strips them along with the owned ones.
+    fn private_request_headers(&self) -> &[std::rc::Rc<str>] {
         &[]
     }
 
@@ -227,7 +277,10 @@ pub trait Stage: Sized + 'static {
     ) -> Step;
 
     /// With [`Needs::request_body`]: the body buffered up to the limit
-    /// (`rq.end_of_stream()` tells whether it is all of it).
+    /// (`rq.end_of_stream()` tells whether it is all of it). When a body
+    /// followed the headers, they have gone upstream: `rq` shows no headers
+    /// and header edits are dropped (read what you need in the headers hook
+    /// and keep it in `PerRequest`).
     fn on_request_body(
         &self,
         _rq: &mut Request<'_>,
@@ -256,7 +309,8 @@ pub trait Stage: Sized + 'static {
     ) {
     }
 
-    /// With [`Needs::log`]: after the stream ends.
+    /// With [`Needs::log`]: after the stream ends. The stream is gone:
+    /// callouts from here never answer; ship through the root (tick, queue).
     fn on_log(&self, _log: &LogView<'_>, _st: &Self::PerRequest, _cx: &mut Cx<'_>) {}
 
     /// With [`Needs::tick`]: timers (key refresh, cleanup, flushing).

@@ -14,7 +14,9 @@ use meshguard_common::config::ConfigError;
 use meshguard_common::headers::PairsView;
 
 use crate::chain::Chain;
-use crate::host::{CalloutError, Host, HttpCallout, MetricId, MetricsRegistry, SharedWrite, Token};
+use crate::host::{
+    CalloutError, Callouts, Host, HttpCallout, MetricId, MetricsRegistry, SharedWrite, Token,
+};
 use crate::message::HostEdit;
 use crate::pipeline::{Flow, MapKind, Proxy, Root, Scratch, Stream};
 use crate::stage::LocalReply;
@@ -167,25 +169,6 @@ impl Host for FakeProxy {
         }
         true
     }
-    fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
-        if !self.clusters.iter().any(|c| c == call.cluster) {
-            return Err(CalloutError::UnknownCluster);
-        }
-        let token = self.next_token;
-        self.next_token += 1;
-        self.calls.push(RecordedCall {
-            token,
-            cluster: call.cluster.to_string(),
-            headers: call
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: call.body.map(<[u8]>::to_vec),
-            timeout: call.timeout,
-        });
-        Ok(token)
-    }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.shared.get(key).cloned()
     }
@@ -206,6 +189,28 @@ impl Host for FakeProxy {
         self.properties
             .insert(path.iter().map(|s| s.to_string()).collect(), value.to_vec());
         true
+    }
+}
+
+impl Callouts for FakeProxy {
+    fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
+        if !self.clusters.iter().any(|c| c == call.cluster) {
+            return Err(CalloutError::UnknownCluster);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.calls.push(RecordedCall {
+            token,
+            cluster: call.cluster.to_string(),
+            headers: call
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: call.body.map(<[u8]>::to_vec),
+            timeout: call.timeout,
+        });
+        Ok(token)
     }
 }
 
@@ -290,6 +295,13 @@ pub struct Driver<C: Chain> {
 /// One stream in flight on a [`Driver`].
 pub struct TestStream<C: Chain> {
     pub stream: Stream<C>,
+    /// The headers are held (the filter paused them): as in Envoy, body
+    /// data waits and is delivered once the request is resumed.
+    headers_held: bool,
+    /// Body data that arrived while the headers were held.
+    parked: Option<(usize, bool)>,
+    /// The body callback paused: Envoy buffers further data.
+    body_held: bool,
 }
 
 impl<C: Chain> Driver<C> {
@@ -300,7 +312,7 @@ impl<C: Chain> Driver<C> {
     pub fn with_proxy(config: &[u8], mut proxy: FakeProxy) -> Result<Self, ConfigError> {
         let chain = C::build(config, &mut proxy)?;
         let root = Root::new(&chain);
-        let scratch = Scratch::for_chain(&chain);
+        let scratch = Scratch::for_chain(&chain, &mut proxy);
         Ok(Self {
             chain,
             proxy,
@@ -323,6 +335,9 @@ impl<C: Chain> Driver<C> {
         self.proxy.request_body.clear();
         let mut s = TestStream {
             stream: Stream::default(),
+            headers_held: false,
+            parked: None,
+            body_held: false,
         };
         let flow = s.stream.on_request_headers(
             &self.chain,
@@ -330,19 +345,39 @@ impl<C: Chain> Driver<C> {
             &mut self.scratch,
             end_of_stream,
         );
+        s.headers_held = flow == Flow::Pause;
         (s, flow)
     }
 
+    /// Delivers body data the way Envoy does: held back while the headers
+    /// are paused (delivered on resume), buffered while the body callback
+    /// pauses (the next call sees everything so far).
     pub fn body(&mut self, s: &mut TestStream<C>, chunk: &[u8], end_of_stream: bool) -> Flow {
         self.proxy.request_body.extend_from_slice(chunk);
         let size = self.proxy.request_body.len();
-        s.stream.on_request_body(
+        if s.headers_held {
+            s.parked = Some((size, end_of_stream));
+            return Flow::Pause;
+        }
+        self.deliver_body(s, size, end_of_stream)
+    }
+
+    fn deliver_body(&mut self, s: &mut TestStream<C>, size: usize, end_of_stream: bool) -> Flow {
+        let flow = s.stream.on_request_body(
             &self.chain,
             &mut self.proxy,
             &mut self.scratch,
             size,
             end_of_stream,
-        )
+        );
+        s.body_held = flow == Flow::Pause;
+        flow
+    }
+
+    /// Request trailers (end of the request).
+    pub fn trailers(&mut self, s: &mut TestStream<C>) -> Flow {
+        s.stream
+            .on_request_trailers(&self.chain, &mut self.proxy, &mut self.scratch)
     }
 
     /// Answers the stream's pending callout.
@@ -356,6 +391,7 @@ impl<C: Chain> Driver<C> {
             Answer::Failed => (0, 0),
         };
         self.proxy.current_answer = Some(answer);
+        let resumed = self.proxy.resumed;
         s.stream.on_callout(
             &self.chain,
             &mut self.proxy,
@@ -364,6 +400,14 @@ impl<C: Chain> Driver<C> {
             n,
             len,
         );
+        if self.proxy.resumed > resumed {
+            // Envoy continues the request: held body data is delivered now.
+            s.headers_held = false;
+            s.body_held = false;
+            if let Some((size, eos)) = s.parked.take() {
+                self.deliver_body(s, size, eos);
+            }
+        }
     }
 
     pub fn response(&mut self, s: &mut TestStream<C>, headers: &[(&str, &str)]) -> Flow {

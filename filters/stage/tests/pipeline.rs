@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::HeaderSource;
-use meshguard_stage::pipeline::Flow;
+use meshguard_stage::pipeline::{Flow, Scratch};
 use meshguard_stage::testing::{capture_logs, Answer, Driver, FakeProxy};
 use meshguard_stage::*;
 use serde::Deserialize;
@@ -73,6 +73,8 @@ impl Stage for Tagger {
 /// first and forwards its length.
 struct Caller {
     body_limit: Option<usize>,
+    twice: bool,
+    bogus_wait: bool,
 }
 
 #[derive(Deserialize)]
@@ -80,13 +82,27 @@ struct Caller {
 struct CallerConfig {
     #[serde(default)]
     body_limit: Option<usize>,
+    /// Ask twice (two callouts in a row, like a key fetch then a check).
+    #[serde(default)]
+    twice: bool,
+    /// Wait on a token it never dispatched (a stage bug).
+    #[serde(default)]
+    bogus_wait: bool,
+}
+
+/// Per request: body length seen, body hook calls, callouts answered.
+#[derive(Default)]
+struct CallerState {
+    body_len: Option<usize>,
+    body_hooks: u32,
+    answers: u32,
 }
 
 impl Stage for Caller {
     const NAME: &'static str = "caller";
     const CONFIG_KEY: &'static str = "caller";
     type Config = CallerConfig;
-    type PerRequest = Option<usize>;
+    type PerRequest = CallerState;
 
     fn build(
         c: CallerConfig,
@@ -95,6 +111,8 @@ impl Stage for Caller {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             body_limit: c.body_limit,
+            twice: c.twice,
+            bogus_wait: c.bogus_wait,
         })
     }
 
@@ -118,23 +136,26 @@ impl Stage for Caller {
     fn on_request_headers(
         &self,
         rq: &mut Request<'_>,
-        _: &mut Option<usize>,
+        _: &mut CallerState,
         cx: &mut Cx<'_>,
     ) -> Step {
-        rq.remove("x-in"); // owned: the client's copy never survives
+        assert_eq!(
+            rq.header("x-in"),
+            None,
+            "the pipeline strips owned headers first"
+        );
+        if self.bogus_wait {
+            return Step::Wait(4242);
+        }
         if self.body_limit.is_some() {
             return Step::Continue; // call after the body
         }
         call(cx, None)
     }
 
-    fn on_request_body(
-        &self,
-        rq: &mut Request<'_>,
-        st: &mut Option<usize>,
-        cx: &mut Cx<'_>,
-    ) -> Step {
-        *st = rq.body().map(<[u8]>::len);
+    fn on_request_body(&self, rq: &mut Request<'_>, st: &mut CallerState, cx: &mut Cx<'_>) -> Step {
+        st.body_len = rq.body().map(<[u8]>::len);
+        st.body_hooks += 1;
         call(cx, rq.body())
     }
 
@@ -142,9 +163,13 @@ impl Stage for Caller {
         &self,
         reply: Reply<'_>,
         rq: &mut Request<'_>,
-        _: &mut Option<usize>,
+        st: &mut CallerState,
         cx: &mut Cx<'_>,
     ) -> Step {
+        st.answers += 1;
+        if self.twice && st.answers == 1 {
+            return call(cx, None);
+        }
         match reply {
             Reply::Response {
                 status: 200,
@@ -286,12 +311,27 @@ fn a_late_or_foreign_callout_answer_is_ignored() {
     assert_eq!(s.stream.waiting_on(), Some(token));
 }
 
+/// As in Envoy: the headers go on once every headers hook ran, the body
+/// is buffered for the stage that asked, and after the headers left, a
+/// body-phase edit of request headers is dropped.
 #[test]
 fn body_is_buffered_for_the_stage_that_asked() {
     let config = r#"{"caller": {"body_limit": 8}, "tagger": {}}"#;
     let mut d = Driver::<(Caller, Tagger)>::with_proxy(config.as_bytes(), auth_proxy()).unwrap();
-    let (mut s, flow) = d.request(&[(":path", "/"), (":method", "POST")], false);
-    assert_eq!(flow, Flow::Pause, "headers wait for the body");
+    let (mut s, flow) = d.request(
+        &[(":path", "/"), (":method", "POST"), ("x-in", "forged")],
+        false,
+    );
+    assert_eq!(
+        flow,
+        Flow::Continue,
+        "headers go on so that Envoy hands over the body"
+    );
+    assert_eq!(
+        d.proxy.request_header("x-seen").as_deref(),
+        Some("none"),
+        "forged x-in stripped first"
+    );
     assert_eq!(
         d.body(&mut s, b"abc", false),
         Flow::Pause,
@@ -309,19 +349,27 @@ fn body_is_buffered_for_the_stage_that_asked() {
         Some(b"abcdefgh".as_slice()),
         "capped at the limit"
     );
-    d.answer(
-        &mut s,
-        Answer::Response {
-            status: 200,
-            headers: vec![("x-user".into(), "bob".into())],
-            body: vec![],
-        },
-    );
+    let ((), logs) = capture_logs(|| {
+        d.answer(
+            &mut s,
+            Answer::Response {
+                status: 200,
+                headers: vec![("x-user".into(), "bob".into())],
+                body: vec![],
+            },
+        )
+    });
     assert_eq!(d.proxy.resumed, 1);
-    assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("bob"));
-    assert_eq!(*s.stream.state().0.as_ref().unwrap(), 8);
+    assert_eq!(
+        d.proxy.request_header("x-in"),
+        None,
+        "too late to edit request headers"
+    );
+    assert!(logs.iter().any(|(_, m)| m.contains("dropped")), "{logs:?}");
+    assert_eq!(s.stream.state().0.body_len, Some(8));
 
-    // A request without a body: the body hook runs at once with an empty body.
+    // A request that ends with its headers: body hooks run at once on an
+    // empty body while the headers are held, so their edits still apply.
     let (mut s, flow) = d.request(&[(":path", "/")], true);
     assert_eq!(flow, Flow::Pause);
     assert_eq!(
@@ -332,11 +380,150 @@ fn body_is_buffered_for_the_stage_that_asked() {
         &mut s,
         Answer::Response {
             status: 200,
+            headers: vec![("x-user".into(), "carol".into())],
+            body: vec![],
+        },
+    );
+    assert_eq!(d.proxy.request_header("x-in").as_deref(), Some("carol"));
+}
+
+#[test]
+fn body_held_behind_paused_headers_is_delivered_on_resume() {
+    // The caller waits in its headers hook (no body limit); the body that
+    // arrives meanwhile reaches the next callback only after the resume.
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(CHAIN.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, flow) = d.request(&[(":path", "/"), (":method", "POST")], false);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(
+        d.body(&mut s, b"payload", true),
+        Flow::Pause,
+        "held by Envoy"
+    );
+    d.answer(
+        &mut s,
+        Answer::Response {
+            status: 200,
+            headers: vec![("x-user".into(), "dan".into())],
+            body: vec![],
+        },
+    );
+    assert_eq!(d.proxy.resumed, 1);
+    assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("dan"));
+}
+
+#[test]
+fn trailers_end_the_body_and_never_skip_a_decision() {
+    let config = r#"{"caller": {"body_limit": 64}, "tagger": {}}"#;
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(config.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/"), (":method", "POST")], false);
+    assert_eq!(d.body(&mut s, b"grpc-frame", false), Flow::Pause);
+    assert_eq!(
+        d.trailers(&mut s),
+        Flow::Pause,
+        "trailers wait for the callout"
+    );
+    assert_eq!(d.proxy.calls.len(), 1);
+    assert_eq!(
+        d.proxy.calls[0].body.as_deref(),
+        Some(b"grpc-frame".as_slice())
+    );
+    assert_eq!(d.trailers(&mut s), Flow::Pause, "still waiting");
+    d.answer(
+        &mut s,
+        Answer::Response {
+            status: 403,
+            headers: vec![],
+            body: b"no".to_vec(),
+        },
+    );
+    assert_eq!(d.proxy.replies[0].status, 403);
+    assert_eq!(d.proxy.resumed, 0);
+}
+
+#[test]
+fn two_callouts_in_a_row_from_the_body_hook_run_it_once() {
+    let config = r#"{"caller": {"body_limit": 4, "twice": true}, "tagger": {}}"#;
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(config.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/"), (":method", "POST")], false);
+    d.body(&mut s, b"data", true);
+    d.answer(
+        &mut s,
+        Answer::Response {
+            status: 200,
             headers: vec![],
             body: vec![],
         },
     );
+    assert_eq!(d.proxy.calls.len(), 2, "second callout");
+    assert_eq!(d.proxy.resumed, 0);
+    d.answer(
+        &mut s,
+        Answer::Response {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        },
+    );
+    assert_eq!(d.proxy.resumed, 1);
+    assert_eq!(s.stream.state().0.body_hooks, 1);
+    assert_eq!(s.stream.state().0.answers, 2);
+}
+
+#[test]
+fn a_stage_before_the_owner_never_reads_a_forged_owned_header() {
+    // Tagger runs first and copies x-in; Caller owns x-in.
+    let config = r#"{"tagger": {}, "caller": {}}"#;
+    let mut d = Driver::<(Tagger, Caller)>::with_proxy(config.as_bytes(), auth_proxy()).unwrap();
+    let (_s, _) = d.request(
+        &[(":path", "/"), ("x-in", "forged"), ("X-IN", "again")],
+        true,
+    );
     assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("none"));
+    assert_eq!(d.proxy.request_header_all("x-in"), Vec::<String>::new());
+}
+
+#[test]
+fn waiting_on_a_token_never_dispatched_fails_closed() {
+    let config = r#"{"caller": {"bogus_wait": true}, "tagger": {}}"#;
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(config.as_bytes(), auth_proxy()).unwrap();
+    let ((s, flow), logs) = capture_logs(|| d.request(&[(":path", "/")], true));
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(d.proxy.replies[0].status, 500);
+    assert_eq!(s.stream.waiting_on(), None);
+    assert!(
+        logs.iter().any(|(_, m)| m.contains("did not dispatch")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn answers_after_the_response_started_are_ignored() {
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(CHAIN.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/")], true);
+    let token = s.stream.waiting_on().unwrap();
+    // Envoy answered on its own (stream timeout) while we waited.
+    d.response(&mut s, &[(":status", "504")]);
+    s.stream
+        .on_callout(&d.chain, &mut d.proxy, &mut Scratch::default(), token, 1, 0);
+    assert_eq!(d.proxy.resumed, 0);
+    assert!(d.proxy.replies.is_empty());
+    assert_eq!(d.proxy.counter("tagger_hits"), 0);
+}
+
+#[test]
+fn header_injection_from_a_callout_answer_is_refused_and_counted() {
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(CHAIN.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/")], true);
+    d.answer(
+        &mut s,
+        Answer::Response {
+            status: 200,
+            headers: vec![("x-user".into(), "eve\r\nx-admin: 1".into())],
+            body: vec![],
+        },
+    );
+    assert_eq!(d.proxy.request_header("x-in"), None);
+    assert_eq!(d.proxy.counter("meshguard_refused_header_edits"), 1);
 }
 
 #[test]
@@ -434,8 +621,13 @@ impl Stage for Refresher {
         let _ = cx.http_call(&call);
     }
     fn on_root_callout(&self, _: Token, reply: Reply<'_>, cx: &mut RootCx<'_>) {
-        if let Reply::Response { body, .. } = reply {
-            cx.host().shared_set("keys", body, 0);
+        match reply {
+            Reply::Response { body, .. } => {
+                cx.host().shared_set("keys", body, 0);
+            }
+            Reply::Failed => {
+                cx.host().shared_set("failed", b"1", 0);
+            }
         }
     }
 }
