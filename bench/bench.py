@@ -14,17 +14,21 @@ Method (see BENCHMARKS.md):
   the Envoy process from /proc/<pid>/stat over one wrk run, divided by the
   exact number of requests Envoy counted in that run (its
   `downstream_rq_total` counter, read before and after), minus the same
-  figure for "no filter" from the same round. CPU time per request does not
-  depend on how much CPU time the machine's other work left to Envoy, which
-  req/s and latency do; those are reported next to it.
-- Every variant's Envoy is started once (all pinned to the same core, idle
-  while not measured); then the variants run interleaved round by round
-  (A B C A B C ...) in short runs, so a change in the machine's load hits
-  neighbouring runs alike. Every figure is the median over rounds with its
-  spread (min-max); ratios and added CPU are taken per round. A difference
-  smaller than its spread is marked "within noise".
-- How busy Envoy's core was with other processes during each run (from
-  /proc/stat) is reported with the results.
+  figure for "no filter" from the same round. Unlike req/s it does not
+  depend on how much CPU time other work leaves to Envoy; but other work
+  on the machine still makes each request cost more (cold caches), and on a
+  shared machine that varies from one second to the next.
+- So the CPU figures come from side-by-side runs: every variant's Envoy at
+  the same time, all on Envoy's core, each loaded by its own wrk, so the
+  machine's load in that moment hits every variant alike and the
+  differences stay put. req/s, latency and the throughput ratio come from
+  runs of one variant at a time (Envoy alone on its core), interleaved
+  round by round (A B C A B C ...).
+- Every variant's Envoy starts once; every figure is the median over rounds
+  with its spread (min-max); ratios and added CPU are taken per round. A
+  difference smaller than its spread is marked "within noise".
+- How much of Envoy's core other processes took (from /proc/stat) is
+  reported with the results.
 - Then the harness figures: wall time per request cycle in
   wasm-test-harness, and guest instructions per request (wasmtime fuel) for
   every filter path, against the budget in bench/fuel-budget.json.
@@ -47,6 +51,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -318,6 +323,43 @@ def measure(envoy, wrk_prefix, conns, duration, core):
     return r
 
 
+def measure_side_by_side(envoys, wrk_prefix, conns, duration, core):
+    """Every variant at the same time: each Envoy gets its own wrk (all on
+    the load generator's core) and all Envoys share their core, so whatever
+    else the machine does in that moment hits every variant alike. Returns
+    ({name: {"cpu_us", "requests"}}, share of the core other processes took)."""
+    names = list(envoys)
+    rq0 = {n: envoys[n].requests_served() for n in names}
+    c0 = core_ticks(core) if core is not None else (0, 0)
+    t0 = {n: envoys[n].cpu_ticks() for n in names}
+    failures = []
+
+    def load(n):
+        try:
+            wrk(wrk_prefix, envoys[n].port, conns, duration)
+        except BaseException as e:  # re-raised below, in the main thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t1 = {n: envoys[n].cpu_ticks() for n in names}
+    c1 = core_ticks(core) if core is not None else (0, 0)
+    rq1 = {n: envoys[n].requests_served() for n in names}
+    if failures:
+        raise failures[0]
+    out = {}
+    for n in names:
+        requests = rq1[n] - rq0[n]
+        out[n] = {"requests": requests, "cpu_us": (t1[n] - t0[n]) * 1e6 / CLK_TCK / requests}
+    total = c1[1] - c0[1]
+    envoy_ticks = sum(t1[n] - t0[n] for n in names)
+    others = max(0.0, (c1[0] - c0[0]) - envoy_ticks) / total if total else float("nan")
+    return out, others
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -356,25 +398,41 @@ def spread(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def summarize(variants, conns, raw):
-    """Per (variant, conns): median/min/max of every figure; ratio and added
-    CPU are taken per round against "no filter" from the same round."""
+def summarize(variants, conns, raw, side):
+    """Per (variant, conns): median/min/max of every figure. req/s, latency
+    and their ratio come from the one-at-a-time runs (`raw`), CPU per
+    request from the side-by-side runs (`side`); ratio and added CPU are
+    taken per round against "no filter" from the same round."""
     out = {}
     for c in conns:
-        base = raw[(BASELINE, c)]
+        base, side_base = raw[(BASELINE, c)], side[(BASELINE, c)]
         for v in variants:
-            runs = raw[(v, c)]
-            s = {k: spread([r[k] for r in runs]) for k in ("rps", "p50", "p99", "cpu_us")}
+            runs, side_runs = raw[(v, c)], side[(v, c)]
+            s = {k: spread([r[k] for r in runs]) for k in ("rps", "p50", "p99")}
             s["ratio"] = spread([r["rps"] / b["rps"] for r, b in zip(runs, base)])
-            s["added_cpu_us"] = spread([r["cpu_us"] - b["cpu_us"] for r, b in zip(runs, base)])
+            s["cpu_us"] = spread([r["cpu_us"] for r in side_runs])
+            # The machine's load scales every variant's CPU per request
+            # alike within a side-by-side run (×0.8–1.4 from one run to the
+            # next on a busy machine), so the per-round ratio is what stays
+            # put. Added CPU is that ratio at the run's median no-filter
+            # level: the same-round difference, rescaled so that one busy
+            # round does not widen the spread.
+            level = statistics.median(b["cpu_us"] for b in side_base)
+            cpu_ratios = [r["cpu_us"] / b["cpu_us"] for r, b in zip(side_runs, side_base)]
+            s["cpu_ratio"] = spread(cpu_ratios)
+            s["added_cpu_us"] = spread([(x - 1) * level for x in cpu_ratios])
+            s["added_cpu_us_unscaled"] = spread([r["cpu_us"] - b["cpu_us"] for r, b in zip(side_runs, side_base)])
+            # The same figures from the one-at-a-time runs, for comparison.
+            s["cpu_us_alone"] = spread([r["cpu_us"] for r in runs])
+            s["added_cpu_us_alone"] = spread([r["cpu_us"] - b["cpu_us"] for r, b in zip(runs, base)])
             s["requests_per_run"] = spread([r["requests"] for r in runs])
             notes = []
             if v != BASELINE:
                 # A figure whose spread is wider than the difference it claims.
                 if s["ratio"]["max"] - s["ratio"]["min"] > abs(1 - s["ratio"]["median"]):
-                    notes.append("ratio")
+                    notes.append("req/s ratio")
                 if s["added_cpu_us"]["max"] - s["added_cpu_us"]["min"] > abs(s["added_cpu_us"]["median"]):
-                    notes.append("added CPU")
+                    notes.append("CPU")
             s["within_noise"] = notes
             out[f"{v}|{c}"] = s
     return out
@@ -388,33 +446,35 @@ def fmt(s, digits=0):
 def table(meta, variants, conns, summary):
     pin = ("Envoy pinned to CPU 0, wrk to CPU 1" if meta["pinned"]
            else "not pinned (fewer than 2 cores or no taskset)")
-    others = meta.get("core_others")
-    busy = (f"Other processes took {others['median']:.0%} of Envoy's core during the runs (median; "
-            f"{others['min']:.0%}–{others['max']:.0%})." if others else "")
+    others, others_side = meta.get("core_others"), meta.get("core_others_side")
+    busy = (f"Other processes took {others['median']:.0%} of Envoy's core during the one-at-a-time runs "
+            f"(median; {others['min']:.0%}–{others['max']:.0%}) and {others_side['median']:.0%} during "
+            f"the side-by-side runs." if others and others_side else "")
     if others and others["median"] > BUSY_CORE:
-        busy += (" **Envoy shared its core with other work: that inflates CPU per request and makes it "
-                 "noisy; trust only differences outside their spread, and rerun on a quiet machine.**")
+        busy += (" **Envoy shared its core with other work: req/s, ratios and latency move with that "
+                 "load; trust only differences outside their spread.**")
     lines = [
         f"Command: `make bench` (`{meta['command']}`) at {meta['commit']}, {meta['date']}.",
         f"Machine: {meta['cpu']}, {meta['cores']} cores; load average (1/5/15 min) "
         f"{meta['load_before']} before, {meta['load_after']} after. {busy}",
         f"Envoy {meta['envoy']} (V8), 1 worker, direct_response; wrk 1 thread, {meta['duration']} s per run; "
-        f"{pin}. {meta['rounds']} rounds, variants interleaved; "
-        "each cell is the median over rounds with the spread (min–max).",
+        f"{pin}. {meta['rounds']} rounds; each cell is the median over rounds with the spread (min–max). "
+        "CPU columns: all variants side by side, each with its own wrk; added CPU = (CPU ratio − 1) × "
+        "the run's median no-filter CPU. req/s, its ratio and latency: one variant at a time, interleaved.",
         "",
-        "| filter | conns | Envoy CPU µs/req | added CPU µs/req | req/s | ratio to no filter | p50 µs | p99 µs | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| filter | conns | Envoy CPU µs/req | CPU ratio to no filter | added CPU µs/req | req/s | req/s ratio to no filter | p50 µs | p99 µs | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in conns:
         for v in variants:
             s = summary[f"{v}|{c}"]
             if v == BASELINE:
-                added, ratio, note = "–", "1.00", "baseline"
+                cpu_ratio, added, ratio, note = "1.00", "–", "1.00", "baseline"
             else:
-                added, ratio = fmt(s["added_cpu_us"], 1), fmt(s["ratio"], 2)
+                cpu_ratio, added, ratio = fmt(s["cpu_ratio"], 2), fmt(s["added_cpu_us"], 1), fmt(s["ratio"], 2)
                 note = ("within noise: " + ", ".join(s["within_noise"])) if s["within_noise"] else ""
-            lines.append(f"| {v} | {c} | {fmt(s['cpu_us'], 1)} | {added} | {fmt(s['rps'])} | {ratio} | "
-                         f"{fmt(s['p50'])} | {fmt(s['p99'])} | {note} |")
+            lines.append(f"| {v} | {c} | {fmt(s['cpu_us'], 1)} | {cpu_ratio} | {added} | {fmt(s['rps'])} | "
+                         f"{ratio} | {fmt(s['p50'])} | {fmt(s['p99'])} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -427,11 +487,14 @@ def check(summary, documented):
         v, c = key.split("|")
         if doc is None or v == BASELINE:
             continue
-        for fig, digits in (("ratio", 2), ("added_cpu_us", 1)):
+        for fig, digits in (("cpu_ratio", 2), ("added_cpu_us", 1), ("ratio", 2)):
+            if fig not in doc:
+                continue
             m, lo, hi = s[fig]["median"], doc[fig]["min"], doc[fig]["max"]
             inside = lo <= m <= hi
             misses += not inside
-            lines.append(f"| {v} | {c} | {fig.replace('_', ' ')} | {m:.{digits}f} | "
+            label = {"cpu_ratio": "CPU ratio", "added_cpu_us": "added CPU µs", "ratio": "req/s ratio"}[fig]
+            lines.append(f"| {v} | {c} | {label} | {m:.{digits}f} | "
                          f"{fmt(doc[fig], digits)} | {'inside' if inside else 'OUTSIDE'} |")
     head = ["| filter | conns | figure | this run (median) | documented median (spread) | |",
             "|---|---:|---|---:|---:|---|"]
@@ -497,10 +560,13 @@ def main():
         "duration": args.duration, "rounds": args.rounds, "pinned": bool(envoy_prefix),
         "load_before": loadavg(),
     }
-    total_s = len(selected) * (2 + args.rounds * len(conns) * args.duration)
-    step(f"Envoy: {len(selected)} variants × {args.rounds} rounds × {len(conns)} wrk runs of "
-         f"{args.duration} s (~{total_s // 60 + 1} min); load average {meta['load_before']}")
+    total_s = len(selected) * 2 + args.rounds * len(conns) * args.duration * (len(selected) + 1)
+    step(f"Envoy: {len(selected)} variants × {args.rounds} rounds × {len(conns)} connection counts, "
+         f"{args.duration} s runs one at a time and side by side (~{total_s // 60 + 1} min); "
+         f"load average {meta['load_before']}")
     raw = {(v, c): [] for v in names for c in conns}
+    side = {(v, c): [] for v in names for c in conns}
+    side_others = []
     envoys = {}
     try:
         for v in selected:
@@ -517,14 +583,25 @@ def main():
                           f"{r['rps']:9.0f} req/s  p50 {r['p50']:6.0f} µs  p99 {r['p99']:6.0f} µs  "
                           f"({r['requests']} requests; others on Envoy's core {r['core_others']:.0%})",
                           flush=True)
+                # The same connection count with every variant at once: the
+                # CPU figures, whose differences the machine's load then
+                # cannot tilt.
+                res, oth = measure_side_by_side(envoys, wrk_prefix, c, args.duration, core)
+                side_others.append(oth)
+                for name in names:
+                    side[(name, c)].append(res[name])
+                print(f"round {rnd}/{args.rounds} side by side c={c:<3d} µs CPU/req: "
+                      + ", ".join(f"{n} {res[n]['cpu_us']:.1f}" for n in names)
+                      + f" (others on Envoy's core {oth:.0%})", flush=True)
     finally:
         for e in envoys.values():
             e.stop()
     meta["load_after"] = loadavg()
     others = [r["core_others"] for runs in raw.values() for r in runs]
     meta["core_others"] = spread(others) if core is not None else None
+    meta["core_others_side"] = spread(side_others) if core is not None else None
 
-    summary = summarize(names, conns, raw)
+    summary = summarize(names, conns, raw, side)
     envoy_table = table(meta, names, conns, summary)
     print()
     print(envoy_table)
@@ -539,7 +616,8 @@ def main():
         print(fuel)
 
     result = {"meta": meta, "summary": summary,
-              "raw": {f"{v}|{c}": runs for (v, c), runs in raw.items()}}
+              "raw": {f"{v}|{c}": runs for (v, c), runs in raw.items()},
+              "side_by_side": {f"{v}|{c}": runs for (v, c), runs in side.items()}}
     with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
