@@ -4,7 +4,7 @@ machine (or a busy one) gets the same answer.
 
     make bench                       # all variants
     make bench FILTER=ab-routing     # the baselines plus one filter's variants
-    python3 bench/bench.py [--rounds 5] [--duration 5] [--filter NAME] [--update] [--check]
+    python3 bench/bench.py [--rounds 12] [--duration 2] [--filter NAME] [--update] [--check]
 
 Method (see BENCHMARKS.md):
 - Envoy (1 worker) serves a direct_response, so the proxy is the whole cost.
@@ -20,8 +20,9 @@ Method (see BENCHMARKS.md):
   shared machine that varies from one second to the next.
 - So the CPU figures come from side-by-side runs: every variant's Envoy at
   the same time, all on Envoy's core, each loaded by its own wrk, so the
-  machine's load in that moment hits every variant alike and the
-  differences stay put. req/s, latency and the throughput ratio come from
+  machine's load in that moment hits every variant alike. It scales them
+  alike too, so the per-round CPU ratio to no filter is what stays put;
+  added CPU is reported as (ratio - 1) x the run's median no-filter CPU. req/s, latency and the throughput ratio come from
   runs of one variant at a time (Envoy alone on its core), interleaved
   round by round (A B C A B C ...).
 - Every variant's Envoy starts once; every figure is the median over rounds
