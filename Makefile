@@ -2,7 +2,9 @@
 #   make run    local Envoy with the filters in front of the demo upstream
 #   make test   fmt, clippy, unit tests, harness tests, end-to-end tests
 #   make build  wasm filters -> dist/<filter>.wasm
-#   make bench  wrk + harness benchmarks (BENCH_ARGS=--update rewrites BENCHMARKS.md)
+#   make bench  Envoy CPU per request + harness benchmarks, see BENCHMARKS.md
+#               (FILTER=ab-routing: baselines + that filter only;
+#                BENCH_ARGS=--update rewrites BENCHMARKS.md, --check compares with it)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -81,7 +83,7 @@ e2e: build build-fixtures venv cli
 test: lint unit e2e
 
 bench: build build-fixtures venv cli
-	$(PYTHON) bench/bench.py $(BENCH_ARGS)
+	$(PYTHON) bench/bench.py$(if $(FILTER), --filter $(FILTER)) $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

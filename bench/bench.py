@@ -1,17 +1,46 @@
 #!/usr/bin/env python3
-"""meshguard benchmarks: wrk against Envoy (1 worker) serving a
-direct_response, with and without filters, measured in the same run.
+"""meshguard benchmarks: what a filter costs Envoy, measured so that a second
+machine (or a busy one) gets the same answer.
 
-    make bench                      # or: python3 bench/bench.py [--duration 5] [--rounds 3]
+    make bench                       # all variants
+    make bench FILTER=ab-routing     # the baselines plus one filter's variants
+    python3 bench/bench.py [--rounds 12] [--duration 2] [--filter NAME] [--update] [--check]
 
-Every configuration is started fresh in every round (rounds interleave
-configurations, so drift on the machine hits all of them alike). Results:
-median over rounds of req/s, p50 and p99, and the ratio to "no filter" from
-the same run. With 16 connections the single worker is CPU-bound, so
-1/rps - 1/rps(no filter) is the CPU cost the filter adds per request.
+Method (see BENCHMARKS.md):
+- Envoy (1 worker) serves a direct_response, so the proxy is the whole cost.
+  It runs pinned to CPU 0 (`taskset -c 0`), wrk to CPU 1, where there are
+  two or more cores.
+- The headline figure is Envoy's own CPU time per request: utime + stime of
+  the Envoy process from /proc/<pid>/stat over one wrk run, divided by the
+  exact number of requests Envoy counted in that run (its
+  `downstream_rq_total` counter, read before and after), minus the same
+  figure for "no filter" from the same round. Unlike req/s it does not
+  depend on how much CPU time other work leaves to Envoy; but other work
+  on the machine still makes each request cost more (cold caches), and on a
+  shared machine that varies from one second to the next.
+- So the CPU figures come from side-by-side runs: every variant's Envoy at
+  the same time, all on Envoy's core, each loaded by its own wrk, so the
+  machine's load in that moment hits every variant alike. It scales them
+  alike too, so the per-round CPU ratio to no filter is what stays put;
+  added CPU is reported as (ratio - 1) x the run's median no-filter CPU. req/s, latency and the throughput ratio come from
+  runs of one variant at a time (Envoy alone on its core), interleaved
+  round by round (A B C A B C ...).
+- Every variant's Envoy starts once; every figure is the median over rounds
+  with its spread (min-max); ratios and added CPU are taken per round. A
+  difference smaller than its spread is marked "within noise".
+- How much of Envoy's core other processes took (from /proc/stat) is
+  reported with the results.
+- Then the harness figures: wall time per request cycle in
+  wasm-test-harness, and guest instructions per request (wasmtime fuel) for
+  every filter path, against the budget in bench/fuel-budget.json.
 
-Writes target/bench/results.md and, with --update, the marked section of
-BENCHMARKS.md. Everything binds to 127.0.0.1 and stops by itself.
+Writes target/bench/results.md and results.json; --update also rewrites the
+marked sections of BENCHMARKS.md and bench/results.json (the documented run);
+--check compares this run with bench/results.json: does every ratio and
+added-CPU median land inside the documented spread?
+
+Everything binds to 127.0.0.1; servers start detached and stop by PID; the
+run stops by itself.
 """
 import argparse
 import json
@@ -23,14 +52,17 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
 OUT_DIR = os.path.join(ROOT, "target/bench")
+DOCUMENTED = os.path.join(ROOT, "bench/results.json")
 
-# The plugin config the benchmark runs: one experiment keyed by a header.
+# The plugin config the benchmark runs: one experiment keyed by a header
+# (the same as AB_BENCH_CONFIG in tests/src/fuel.rs).
 AB_CONFIG = {
     "experiments": [
         {
@@ -40,6 +72,11 @@ AB_CONFIG = {
         }
     ]
 }
+
+# Every request: a user id and a forged variant header, so a filter doing
+# ab-routing's job strips and sets a header on every request.
+REQUEST_HEADERS = ["x-user-id: user-42", "x-ab-variant: forged"]
+REQUEST_PATH = "/checkout"
 
 # Lua doing the same job as closely as Lua can: strip the client's variant
 # header, hash the user id, set the variant.
@@ -59,6 +96,68 @@ end
 """
 
 
+MESHGUARD = os.environ.get("MESHGUARD_BIN", os.path.join(ROOT, "target/debug/meshguard"))
+
+
+def wasm_filter(name, path, config):
+    """The Envoy HTTP filter entry that loads one wasm module (V8), from the
+    one renderer every other config uses (`meshguard wasm-filter`, which
+    also checks a shipped filter's config with the filter's own code)."""
+    if not os.path.exists(MESHGUARD):
+        raise SystemExit(f"{MESHGUARD} missing: run `make cli`")
+    out = subprocess.run([MESHGUARD, "wasm-filter", name, path, "-"], input=json.dumps(config),
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"meshguard wasm-filter {name} failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def native_header_mutation():
+    return [{
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [
+                {"remove": "x-ab-variant"},
+                {"append": {"header": {"key": "x-ab-variant", "value": "control"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
+            ]},
+        },
+    }]
+
+
+def lua_filter():
+    return [{
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_AB},
+        },
+    }]
+
+
+def repo_path(rel):
+    return os.path.join(ROOT, rel)
+
+
+# One line per variant. `group` is what `--filter` / `make bench FILTER=...`
+# selects; "baseline" variants always run. The first one is the "no filter"
+# baseline every ratio and added-CPU figure is taken against. `needs` lists
+# files the variant loads and the command that builds them.
+VARIANTS = [
+    {"name": "no filter", "group": "baseline", "filters": lambda: []},
+    {"name": "native header_mutation", "group": "baseline", "filters": native_header_mutation},
+    {"name": "lua (same job)", "group": "baseline", "filters": lua_filter},
+    {"name": "wasm no-op (Rust SDK)", "group": "baseline",
+     "needs": {"target/fixtures/noop-filter.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("noop", repo_path("target/fixtures/noop-filter.wasm"), {})]},
+    {"name": "meshguard ab-routing (wasm)", "group": "ab-routing",
+     "needs": {"dist/ab-routing.wasm": "make build"},
+     "filters": lambda: [wasm_filter("ab-routing", repo_path("dist/ab-routing.wasm"), AB_CONFIG)]},
+]
+BASELINE = VARIANTS[0]["name"]
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -67,61 +166,7 @@ def free_port():
     return port
 
 
-def wasm_filter(name, root_id, path, config):
-    return {
-        "name": name,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": name,
-                "root_id": root_id,
-                "failure_policy": "FAIL_CLOSED",
-                "vm_config": {
-                    "vm_id": root_id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": path}},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(config),
-                },
-            },
-        },
-    }
-
-
-def filters_for(kind):
-    if kind == "no filter":
-        return []
-    if kind == "native header_mutation":
-        return [{
-            "name": "envoy.filters.http.header_mutation",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                "mutations": {"request_mutations": [
-                    {"remove": "x-ab-variant"},
-                    {"append": {"header": {"key": "x-ab-variant", "value": "control"},
-                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
-                ]},
-            },
-        }]
-    if kind == "lua (same job)":
-        return [{
-            "name": "envoy.filters.http.lua",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": LUA_AB},
-            },
-        }]
-    if kind == "wasm no-op (Rust SDK)":
-        return [wasm_filter("noop", "noop", os.path.join(ROOT, "target/fixtures/noop-filter.wasm"), {})]
-    if kind == "meshguard ab-routing (wasm)":
-        return [wasm_filter("meshguard.ab_routing", "ab_routing",
-                            os.path.join(ROOT, "dist/ab-routing.wasm"), AB_CONFIG)]
-    raise ValueError(kind)
-
-
-def envoy_config(kind, port, admin):
+def envoy_config(variant, port, admin):
     router = {"name": "envoy.filters.http.router",
               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     return {
@@ -139,36 +184,72 @@ def envoy_config(kind, port, admin):
                         "routes": [{"match": {"prefix": "/"},
                                     "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
                     }]},
-                    "http_filters": filters_for(kind) + [router],
+                    "http_filters": variant["filters"]() + [router],
                 },
             }]}],
         }]},
     }
 
 
+def pinning():
+    """(envoy prefix, wrk prefix, Envoy's core): separate cores where there
+    are two."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", "0"], ["taskset", "-c", "1"], 0
+    return [], [], None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Above this share of Envoy's core going to other processes, the table
+# warns that its CPU figures are inflated by the sharing.
+BUSY_CORE = 0.10
+
+
 class Envoy:
-    def __init__(self, kind, workdir):
+    def __init__(self, variant, workdir, prefix):
         self.port, self.admin = free_port(), free_port()
-        self.cfg = os.path.join(workdir, re.sub(r"\W+", "_", kind) + ".json")
+        name = variant["name"]
+        self.cfg = os.path.join(workdir, re.sub(r"\W+", "_", name) + ".json")
         with open(self.cfg, "w") as f:
-            json.dump(envoy_config(kind, self.port, self.admin), f)
+            json.dump(envoy_config(variant, self.port, self.admin), f)
         self.log = open(self.cfg + ".log", "w")
+        # Detached (own session); stopped by PID in stop(). The venv's envoy
+        # script execs the binary, so this PID is Envoy's.
         self.proc = subprocess.Popen(
-            [ENVOY, "-c", self.cfg, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+            prefix + [ENVOY, "-c", self.cfg, "--concurrency", "1", "--disable-hot-restart",
+                      "--log-level", "warn"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"envoy ({kind}) exited; see {self.cfg}.log")
+                raise SystemExit(f"envoy ({name}) exited; see {self.cfg}.log")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
+                if self.admin_get("/ready").startswith("LIVE"):
+                    return
             except OSError:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise SystemExit(f"envoy ({kind}) not ready; see {self.cfg}.log")
+        raise SystemExit(f"envoy ({name}) not ready; see {self.cfg}.log")
+
+    def admin_get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}{path}", timeout=2) as r:
+            return r.read().decode()
+
+    def requests_served(self):
+        """Requests this Envoy has taken in (exact, from its own counter)."""
+        text = self.admin_get("/stats?filter=^http%5C.bench%5C.downstream_rq_total$")
+        m = re.search(r"http\.bench\.downstream_rq_total: (\d+)", text)
+        if not m:
+            raise SystemExit(f"no downstream_rq_total in Envoy stats: {text!r}")
+        return int(m.group(1))
+
+    def cpu_ticks(self):
+        """utime + stime of the Envoy process (all its threads), in clock ticks."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -189,96 +270,385 @@ def parse_latency(text, pct):
     return float(m.group(1)) * UNIT[m.group(2)] if m else float("nan")
 
 
-def wrk(port, conns, duration):
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
-           "-H", "x-user-id: user-42", "-H", "x-ab-variant: forged",
-           f"http://127.0.0.1:{port}/checkout"]
+def wrk(prefix, port, conns, duration):
+    cmd = prefix + ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    for h in REQUEST_HEADERS:
+        cmd += ["-H", h]
+    cmd.append(f"http://127.0.0.1:{port}{REQUEST_PATH}")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if not rps or errors:
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors", out)
+    if not rps or not total or errors:
         raise SystemExit(f"wrk failed or saw errors:\n{out}")
-    return {"rps": float(rps.group(1)), "p50": parse_latency(out, 50), "p99": parse_latency(out, 99)}
+    return {"rps": float(rps.group(1)), "p50": parse_latency(out, 50), "p99": parse_latency(out, 99),
+            "wrk_requests": int(total.group(1))}
+
+
+def core_ticks(cpu):
+    """(busy, total) clock ticks of one CPU from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + v[4]  # idle + iowait
+                total = sum(v[:8])  # guest time is already in user
+                return total - idle, total
+    return 0, 0
+
+
+def measure(envoy, wrk_prefix, conns, duration, core):
+    """One timed wrk run with Envoy's CPU time and request count around it.
+    The admin reads sit outside the CPU window."""
+    rq0 = envoy.requests_served()
+    c0 = core_ticks(core) if core is not None else (0, 0)
+    t0 = envoy.cpu_ticks()
+    r = wrk(wrk_prefix, envoy.port, conns, duration)
+    t1 = envoy.cpu_ticks()
+    c1 = core_ticks(core) if core is not None else (0, 0)
+    rq1 = envoy.requests_served()
+    r["requests"] = rq1 - rq0
+    r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
+    # Share of Envoy's core that went to other processes in this run.
+    total = c1[1] - c0[1]
+    r["core_others"] = max(0.0, (c1[0] - c0[0]) - (t1 - t0)) / total if total else float("nan")
+    return r
+
+
+def measure_side_by_side(envoys, wrk_prefix, conns, duration, core):
+    """Every variant at the same time: each Envoy gets its own wrk (all on
+    the load generator's core) and all Envoys share their core, so whatever
+    else the machine does in that moment hits every variant alike. Returns
+    ({name: {"cpu_us", "requests"}}, share of the core other processes took)."""
+    names = list(envoys)
+    rq0 = {n: envoys[n].requests_served() for n in names}
+    c0 = core_ticks(core) if core is not None else (0, 0)
+    t0 = {n: envoys[n].cpu_ticks() for n in names}
+    failures = []
+
+    def load(n):
+        try:
+            wrk(wrk_prefix, envoys[n].port, conns, duration)
+        except BaseException as e:  # re-raised below, in the main thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t1 = {n: envoys[n].cpu_ticks() for n in names}
+    c1 = core_ticks(core) if core is not None else (0, 0)
+    rq1 = {n: envoys[n].requests_served() for n in names}
+    if failures:
+        raise failures[0]
+    out = {}
+    for n in names:
+        requests = rq1[n] - rq0[n]
+        out[n] = {"requests": requests, "cpu_us": (t1[n] - t0[n]) * 1e6 / CLK_TCK / requests}
+    total = c1[1] - c0[1]
+    envoy_ticks = sum(t1[n] - t0[n] for n in names)
+    others = max(0.0, (c1[0] - c0[0]) - envoy_ticks) / total if total else float("nan")
+    return out, others
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def step(msg):
+    print(f"== {msg}", flush=True)
+
+
+def cargo(args, capture):
+    """cargo with its progress on our stderr; stdout captured if asked."""
+    cmd = [os.environ.get("CARGO", "cargo")] + args
+    print("$ " + " ".join(cmd), flush=True)
+    out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if capture else None, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit(f"`{' '.join(cmd)}` failed (exit {out.returncode})")
+    return out.stdout
+
+
+HARNESS_BENCHES = ["bench", "-p", "wasm-test-harness", "--bench", "request_cycle",
+                   "-p", "meshguard-e2e", "--bench", "fuel"]
+
+
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(variants, conns, raw, side):
+    """Per (variant, conns): median/min/max of every figure. req/s, latency
+    and their ratio come from the one-at-a-time runs (`raw`), CPU per
+    request from the side-by-side runs (`side`); ratio and added CPU are
+    taken per round against "no filter" from the same round."""
+    out = {}
+    for c in conns:
+        base, side_base = raw[(BASELINE, c)], side[(BASELINE, c)]
+        for v in variants:
+            runs, side_runs = raw[(v, c)], side[(v, c)]
+            s = {k: spread([r[k] for r in runs]) for k in ("rps", "p50", "p99")}
+            s["ratio"] = spread([r["rps"] / b["rps"] for r, b in zip(runs, base)])
+            s["cpu_us"] = spread([r["cpu_us"] for r in side_runs])
+            # The machine's load scales every variant's CPU per request
+            # alike within a side-by-side run (×0.8–1.4 from one run to the
+            # next on a busy machine), so the per-round ratio is what stays
+            # put. Added CPU is that ratio at the run's median no-filter
+            # level: the same-round difference, rescaled so that one busy
+            # round does not widen the spread.
+            level = statistics.median(b["cpu_us"] for b in side_base)
+            cpu_ratios = [r["cpu_us"] / b["cpu_us"] for r, b in zip(side_runs, side_base)]
+            s["cpu_ratio"] = spread(cpu_ratios)
+            s["added_cpu_us"] = spread([(x - 1) * level for x in cpu_ratios])
+            s["added_cpu_us_unscaled"] = spread([r["cpu_us"] - b["cpu_us"] for r, b in zip(side_runs, side_base)])
+            # The same figures from the one-at-a-time runs, for comparison.
+            s["cpu_us_alone"] = spread([r["cpu_us"] for r in runs])
+            s["added_cpu_us_alone"] = spread([r["cpu_us"] - b["cpu_us"] for r, b in zip(runs, base)])
+            s["requests_per_run"] = spread([r["requests"] for r in runs])
+            notes = []
+            if v != BASELINE:
+                # A figure whose spread is wider than the difference it claims.
+                if s["ratio"]["max"] - s["ratio"]["min"] > abs(1 - s["ratio"]["median"]):
+                    notes.append("req/s ratio")
+                if s["added_cpu_us"]["max"] - s["added_cpu_us"]["min"] > abs(s["added_cpu_us"]["median"]):
+                    notes.append("CPU")
+            s["within_noise"] = notes
+            out[f"{v}|{c}"] = s
+    return out
+
+
+def fmt(s, digits=0):
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(s['median'])} ({f.format(s['min'])}–{f.format(s['max'])})"
+
+
+def table(meta, variants, conns, summary):
+    pin = ("Envoy pinned to CPU 0, wrk to CPU 1" if meta["pinned"]
+           else "not pinned (fewer than 2 cores or no taskset)")
+    others, others_side = meta.get("core_others"), meta.get("core_others_side")
+    busy = (f"Other processes took {others['median']:.0%} of Envoy's core during the one-at-a-time runs "
+            f"(median; {others['min']:.0%}–{others['max']:.0%}) and {others_side['median']:.0%} during "
+            f"the side-by-side runs." if others and others_side else "")
+    if others and others["median"] > BUSY_CORE:
+        busy += (" **Envoy shared its core with other work: req/s, ratios and latency move with that "
+                 "load; trust only differences outside their spread.**")
+    lines = [
+        f"Command: `make bench` (`{meta['command']}`) at {meta['commit']}, {meta['date']}.",
+        f"Machine: {meta['cpu']}, {meta['cores']} cores; load average (1/5/15 min) "
+        f"{meta['load_before']} before, {meta['load_after']} after. {busy}",
+        f"Envoy {meta['envoy']} (V8), 1 worker, direct_response; wrk 1 thread, {meta['duration']} s per run; "
+        f"{pin}. {meta['rounds']} rounds; each cell is the median over rounds with the spread (min–max). "
+        "CPU columns: all variants side by side, each with its own wrk; added CPU = (CPU ratio − 1) × "
+        "the run's median no-filter CPU. req/s, its ratio and latency: one variant at a time, interleaved.",
+        "",
+        "| filter | conns | Envoy CPU µs/req | CPU ratio to no filter | added CPU µs/req | req/s | req/s ratio to no filter | p50 µs | p99 µs | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in conns:
+        for v in variants:
+            s = summary[f"{v}|{c}"]
+            if v == BASELINE:
+                cpu_ratio, added, ratio, note = "1.00", "–", "1.00", "baseline"
+            else:
+                cpu_ratio, added, ratio = fmt(s["cpu_ratio"], 2), fmt(s["added_cpu_us"], 1), fmt(s["ratio"], 2)
+                note = ("within noise: " + ", ".join(s["within_noise"])) if s["within_noise"] else ""
+            lines.append(f"| {v} | {c} | {fmt(s['cpu_us'], 1)} | {cpu_ratio} | {added} | {fmt(s['rps'])} | "
+                         f"{ratio} | {fmt(s['p50'])} | {fmt(s['p99'])} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def check(summary, documented):
+    """Does every ratio / added-CPU median of this run land inside the
+    documented run's spread? Returns (lines, misses)."""
+    lines, misses = [], 0
+    for key, s in summary.items():
+        doc = documented["summary"].get(key)
+        v, c = key.split("|")
+        if doc is None or v == BASELINE:
+            continue
+        for fig, digits in (("cpu_ratio", 2), ("added_cpu_us", 1), ("ratio", 2)):
+            if fig not in doc:
+                continue
+            m, lo, hi = s[fig]["median"], doc[fig]["min"], doc[fig]["max"]
+            inside = lo <= m <= hi
+            misses += not inside
+            label = {"cpu_ratio": "CPU ratio", "added_cpu_us": "added CPU µs", "ratio": "req/s ratio"}[fig]
+            lines.append(f"| {v} | {c} | {label} | {m:.{digits}f} | "
+                         f"{fmt(doc[fig], digits)} | {'inside' if inside else 'OUTSIDE'} |")
+    head = ["| filter | conns | figure | this run (median) | documented median (spread) | |",
+            "|---|---:|---|---:|---:|---|"]
+    return head + lines, misses
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", default="1,16")
-    ap.add_argument("--update", action="store_true", help="rewrite the results section in BENCHMARKS.md")
+    ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run (default 2)")
+    ap.add_argument("--rounds", type=int, default=12, help="rounds, variants interleaved (default 12)")
+    ap.add_argument("--connections", default="1,16", help="wrk connection counts (default 1,16)")
+    ap.add_argument("--filter", default="", help="run the baselines plus this group's variants only "
+                    f"(groups: {', '.join(sorted({v['group'] for v in VARIANTS} - {'baseline'}))})")
+    ap.add_argument("--no-harness", action="store_true", help="skip the wasm-test-harness figures")
+    ap.add_argument("--update", action="store_true",
+                    help="rewrite the results sections of BENCHMARKS.md and bench/results.json")
+    ap.add_argument("--check", action="store_true",
+                    help="compare with the documented run (bench/results.json)")
     args = ap.parse_args()
-    for tool in ("wrk",):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} not found: apt-get install -y wrk")
+
+    groups = {v["group"] for v in VARIANTS}
+    if args.filter and args.filter not in groups - {"baseline"}:
+        raise SystemExit(f"unknown filter {args.filter!r}; known: {', '.join(sorted(groups - {'baseline'}))}")
+    selected = [v for v in VARIANTS if v["group"] == "baseline" or not args.filter or v["group"] == args.filter]
+    if args.update and args.filter:
+        raise SystemExit("--update rewrites the full table: run it without --filter")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install -y wrk")
     if not os.path.exists(ENVOY):
         raise SystemExit(f"Envoy not found at {ENVOY}: run `make venv`")
-    for f in ("dist/ab-routing.wasm", "target/fixtures/noop-filter.wasm"):
-        if not os.path.exists(os.path.join(ROOT, f)):
-            raise SystemExit(f"{f} missing: run `make build build-fixtures`")
-
-    kinds = ["no filter", "native header_mutation", "lua (same job)", "wasm no-op (Rust SDK)",
-             "meshguard ab-routing (wasm)"]
-    conns = [int(c) for c in args.connections.split(",")]
+    for v in selected:
+        for f, how in v.get("needs", {}).items():
+            if not os.path.exists(repo_path(f)):
+                raise SystemExit(f"{f} missing: run `{how}`")
+    documented = None
+    if args.check:
+        try:
+            with open(DOCUMENTED) as f:
+                documented = json.load(f)
+        except OSError as e:
+            raise SystemExit(f"--check needs the documented run: {e}")
     os.makedirs(OUT_DIR, exist_ok=True)
-    results = {(k, c): [] for k in kinds for c in conns}
-    for rnd in range(1, args.rounds + 1):
-        for kind in kinds:
-            envoy = Envoy(kind, OUT_DIR)
-            try:
-                wrk(envoy.port, 16, 1)  # warm-up: VM start, connection setup
-                for c in conns:
-                    r = wrk(envoy.port, c, args.duration)
-                    results[(kind, c)].append(r)
-                    print(f"round {rnd} {kind:30s} c={c:<3d} {r['rps']:10.0f} req/s  "
-                          f"p50 {r['p50']:7.0f} us  p99 {r['p99']:7.0f} us", flush=True)
-            finally:
-                envoy.stop()
 
-    med = {key: {m: statistics.median(r[m] for r in runs) for m in ("rps", "p50", "p99")}
-           for key, runs in results.items()}
-    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
-                         capture_output=True, text=True).stdout.strip()
-    envoy_version = subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.split("version:")[-1].strip()
-    lines = [
-        f"Command: `make bench` (`python3 bench/bench.py --duration {args.duration} --rounds {args.rounds}`), "
-        f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores; Envoy {envoy_version.split('/')[1] if '/' in envoy_version else envoy_version}, "
-        f"1 worker, direct_response; wrk 1 thread; median of {args.rounds} rounds.",
-        "",
-        "| filter | conns | req/s | ratio to no filter | p50 µs | p99 µs | added CPU µs/req |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in conns:
-        base = med[("no filter", c)]
-        for k in kinds:
-            m = med[(k, c)]
-            added = (1e6 / m["rps"] - 1e6 / base["rps"]) if c >= 16 else None
-            lines.append(
-                f"| {k} | {c} | {m['rps']:.0f} | {m['rps'] / base['rps']:.2f} | {m['p50']:.0f} | {m['p99']:.0f} | "
-                + (f"{added:.1f}" if added is not None else "–") + " |")
-    table = "\n".join(lines) + "\n"
-    with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
-        f.write(table)
+    # Build the harness benchmarks before the Envoy runs: the build would
+    # otherwise compete with Envoy for the CPU, and it is the slow part.
+    if not args.no_harness:
+        step("building the harness benchmarks (release wasmtime: several minutes on 2 cores "
+             "the first time, seconds after that)")
+        cargo(HARNESS_BENCHES + ["--no-run"], capture=False)
+
+    names = [v["name"] for v in selected]
+    conns = [int(c) for c in args.connections.split(",")]
+    envoy_prefix, wrk_prefix, core = pinning()
+    envoy_version = subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"/(\d+\.\d+\.\d+)/", envoy_version)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "unknown commit"
+    meta = {
+        "command": f"bench/bench.py --rounds {args.rounds} --duration {args.duration}"
+                   + (f" --filter {args.filter}" if args.filter else ""),
+        "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "envoy": m.group(1) if m else envoy_version.strip(),
+        "duration": args.duration, "rounds": args.rounds, "pinned": bool(envoy_prefix),
+        "load_before": loadavg(),
+    }
+    total_s = len(selected) * 2 + args.rounds * len(conns) * args.duration * (len(selected) + 1)
+    step(f"Envoy: {len(selected)} variants × {args.rounds} rounds × {len(conns)} connection counts, "
+         f"{args.duration} s runs one at a time and side by side (~{total_s // 60 + 1} min); "
+         f"load average {meta['load_before']}")
+    raw = {(v, c): [] for v in names for c in conns}
+    side = {(v, c): [] for v in names for c in conns}
+    side_others = []
+    envoys = {}
+    try:
+        for v in selected:
+            envoys[v["name"]] = Envoy(v, OUT_DIR, envoy_prefix)
+            wrk(wrk_prefix, envoys[v["name"]].port, 16, 1)  # warm-up: VM start, JIT, connections
+        # Connection counts outermost within a round: the runs a ratio or a
+        # difference pairs are then at most one pass over the variants apart.
+        for rnd in range(1, args.rounds + 1):
+            for c in conns:
+                for name in names:
+                    r = measure(envoys[name], wrk_prefix, c, args.duration, core)
+                    raw[(name, c)].append(r)
+                    print(f"round {rnd}/{args.rounds} {name:30s} c={c:<3d} {r['cpu_us']:6.1f} µs CPU/req "
+                          f"{r['rps']:9.0f} req/s  p50 {r['p50']:6.0f} µs  p99 {r['p99']:6.0f} µs  "
+                          f"({r['requests']} requests; others on Envoy's core {r['core_others']:.0%})",
+                          flush=True)
+                # The same connection count with every variant at once: the
+                # CPU figures, whose differences the machine's load then
+                # cannot tilt.
+                res, oth = measure_side_by_side(envoys, wrk_prefix, c, args.duration, core)
+                side_others.append(oth)
+                for name in names:
+                    side[(name, c)].append(res[name])
+                print(f"round {rnd}/{args.rounds} side by side c={c:<3d} µs CPU/req: "
+                      + ", ".join(f"{n} {res[n]['cpu_us']:.1f}" for n in names)
+                      + f" (others on Envoy's core {oth:.0%})", flush=True)
+    finally:
+        for e in envoys.values():
+            e.stop()
+    meta["load_after"] = loadavg()
+    others = [r["core_others"] for runs in raw.values() for r in runs]
+    meta["core_others"] = spread(others) if core is not None else None
+    meta["core_others_side"] = spread(side_others) if core is not None else None
+
+    summary = summarize(names, conns, raw, side)
+    envoy_table = table(meta, names, conns, summary)
     print()
-    print(table)
-    harness = harness_bench()
-    print(harness)
+    print(envoy_table)
+
+    harness = fuel = None
+    if not args.no_harness:
+        step("wasm-test-harness: wall time per request cycle (release build)")
+        harness = harness_bench()
+        print(harness)
+        step("wasm-test-harness: guest instructions per request (fuel) against bench/fuel-budget.json")
+        fuel = fuel_bench(args.filter)
+        print(fuel)
+
+    result = {"meta": meta, "summary": summary,
+              "raw": {f"{v}|{c}": runs for (v, c), runs in raw.items()},
+              "side_by_side": {f"{v}|{c}": runs for (v, c), runs in side.items()}}
+    with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
+        f.write(envoy_table + "\n" + (harness or "") + "\n" + (fuel or ""))
+    print(f"wrote {os.path.relpath(OUT_DIR, ROOT)}/results.md and results.json")
+
+    if documented is not None:
+        step(f"check against the documented run ({documented['meta']['commit']}, {documented['meta']['date']})")
+        lines, misses = check(summary, documented)
+        print("\n".join(lines))
+        print(f"\n{misses} of {len(lines) - 2} figures outside the documented spread")
     if args.update:
-        update_section("make bench", table)
-        update_section("harness bench", harness)
-        print("updated BENCHMARKS.md")
+        update_section("make bench", envoy_table)
+        if harness:
+            update_section("harness bench", harness)
+        if fuel:
+            update_section("fuel", fuel)
+        with open(DOCUMENTED, "w") as f:
+            json.dump({"meta": meta, "summary": summary}, f, indent=1)
+            f.write("\n")
+        print("updated BENCHMARKS.md and bench/results.json")
 
 
 def harness_bench():
-    """One request cycle of ab-routing in wasm-test-harness (release build):
-    wall-clock and guest instructions (fuel)."""
-    cmd = ["cargo", "bench", "-q", "-p", "wasm-test-harness", "--bench", "request_cycle"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise SystemExit(f"harness bench failed:\n{out.stderr}")
-    table = "\n".join(l for l in out.stdout.splitlines() if l.startswith("|"))
-    return (f"Command: `make bench` (`{' '.join(cmd)}`), {time.strftime('%Y-%m-%d')}; "
-            "50 000 cycles after 5 000 warm-up, fuel averaged over 100 cycles.\n\n" + table + "\n")
+    """One request cycle in wasm-test-harness (release build): wall clock."""
+    cmd = ["bench", "-q", "-p", "wasm-test-harness", "--bench", "request_cycle"]
+    out = cargo(cmd, capture=True)
+    rows = "\n".join(l for l in out.splitlines() if l.startswith("|"))
+    return (f"Command: `make bench` (`cargo {' '.join(cmd)}`), {time.strftime('%Y-%m-%d')}; "
+            "50 000 cycles after 5 000 warm-up, fuel averaged over 100 cycles.\n\n" + rows + "\n")
+
+
+def fuel_bench(filt):
+    """Guest instructions per request for every path (tests/src/fuel.rs)."""
+    cmd = ["bench", "-q", "-p", "meshguard-e2e", "--bench", "fuel"] + (["--", filt] if filt else [])
+    out = cargo(cmd, capture=True)
+    rows = "\n".join(l for l in out.splitlines() if l.startswith("|"))
+    return (f"Command: `make bench` (`cargo {' '.join(cmd)}`), {time.strftime('%Y-%m-%d')}; "
+            "one warm-up request, then the average over 100.\n\n" + rows + "\n")
 
 
 def update_section(name, body):

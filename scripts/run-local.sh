@@ -16,8 +16,11 @@ mkdir -p "$RUN_DIR"
 for f in dist/ab-routing.wasm; do
   [ -f "$f" ] || { echo "$f missing: run 'make build'" >&2; exit 1; }
 done
+# Bind the way Envoy and the upstream do (SO_REUSEADDR): connections of a
+# run stopped a moment ago linger in TIME-WAIT for ~60 s and must not count
+# as "in use"; only a live listener does.
 for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
-  if python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $port))" 2>/dev/null; then :; else
+  if python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port))" 2>/dev/null; then :; else
     echo "port $port on 127.0.0.1 is in use; set LISTEN_PORT/ADMIN_PORT/UPSTREAM_PORT" >&2; exit 1
   fi
 done
@@ -49,14 +52,27 @@ setsid "$ENVOY" -c "$RUN_DIR/envoy.yaml" --concurrency 2 --disable-hot-restart \
   --log-level warn --component-log-level wasm:info &
 pids+=($!)
 
+# Readiness with python3 (already required), not curl: the script must not
+# depend on a tool that is only used in the examples below.
+envoy_ready() {
+  python3 -c "import sys, urllib.request
+try:
+    sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$ADMIN_PORT/ready', timeout=1).status == 200 else 1)
+except Exception:
+    sys.exit(1)"
+}
 for _ in $(seq 1 150); do
-  if curl -fs "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null 2>&1; then break; fi
+  if envoy_ready; then break; fi
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "a process exited during start-up; see the output above" >&2; exit 1; }
   done
   sleep 0.2
 done
-curl -fs "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { echo "Envoy did not become ready" >&2; exit 1; }
+envoy_ready || { echo "Envoy did not become ready within 30 s (admin: http://127.0.0.1:$ADMIN_PORT/ready); see the output above" >&2; exit 1; }
+
+curl_note=""
+command -v curl >/dev/null || curl_note="  (curl is not installed: 'apt-get install curl' to try these)
+"
 
 cat <<MSG
 
@@ -64,7 +80,7 @@ meshguard is running: Envoy on http://127.0.0.1:$LISTEN_PORT -> demo upstream on
 (Envoy admin: http://127.0.0.1:$ADMIN_PORT, config: $RUN_DIR/envoy.yaml)
 
 Try:
-  # a signed-in user always gets the same variant (see x-ab-variant and x-demo-route)
+$curl_note  # a signed-in user always gets the same variant (see x-ab-variant and x-demo-route)
   curl -s -H 'x-user-id: bob' http://127.0.0.1:$LISTEN_PORT/checkout/cart
   # an anonymous visitor gets a variant and a mg_visitor cookie that keeps it
   curl -si http://127.0.0.1:$LISTEN_PORT/checkout | grep -i -e set-cookie -e x-ab-variant
@@ -72,7 +88,7 @@ Try:
   curl -s -H 'x-user-id: bob' -H 'x-ab-variant: control' http://127.0.0.1:$LISTEN_PORT/checkout
   # QA override (the demo secret is 'letmein')
   curl -s -H 'x-user-id: bob' -H 'x-ab-force: control' -H 'x-ab-force-secret: letmein' http://127.0.0.1:$LISTEN_PORT/checkout
-  # the search experiment only runs for shop.example.com
+  # the search experiment only runs for shop.example.com and *.example.org hosts
   curl -s -H 'host: shop.example.com' -H 'x-user-id: bob' http://127.0.0.1:$LISTEN_PORT/search
   # metrics
   curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep meshguard_

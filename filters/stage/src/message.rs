@@ -34,7 +34,7 @@ pub struct Edits {
 
 /// RFC 9110 `tchar`, lowercase or not.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
 }
 
 /// A header value Envoy can send on as is: no CR, LF or NUL.
@@ -67,9 +67,14 @@ impl Edits {
 
     fn push(&mut self, op: Op, name: Text, value: Option<Text>) {
         // A header value from hostile input (a token claim, an auth
-        // service's answer) must never split the request upstream.
-        let name_ok = !name.as_bytes().is_empty() && name.as_bytes().iter().all(|b| is_tchar(*b));
-        let value_ok = value.as_ref().is_none_or(|v| valid_value(v.as_bytes()));
+        // service's answer) must never split the request upstream. Literals
+        // and config strings (`Static`, `Shared`) were checked when the
+        // config was; only bytes built per request are checked here.
+        let name_ok = !matches!(name, Text::Owned(_)) || valid_name(name.as_bytes());
+        let value_ok = match &value {
+            Some(v @ Text::Owned(_)) => valid_value(v.as_bytes()),
+            _ => true,
+        };
         if !(name_ok && value_ok) {
             self.refused += 1;
             log::debug!(
@@ -84,6 +89,11 @@ impl Edits {
     /// CR/LF/NUL in a value).
     pub fn take_refused(&mut self) -> u32 {
         std::mem::take(&mut self.refused)
+    }
+
+    /// Whether any edit concerns `name`.
+    fn touches(&self, name: &[u8]) -> bool {
+        self.list.iter().any(|e| e.name.is_name(name))
     }
 
     /// Whether `name` was set or removed, so the original values are gone.
@@ -227,17 +237,23 @@ impl HeaderSource for Message<'_> {
     }
 
     fn first_many<'s, N: AsRef<str>>(&'s self, names: &[N], out: &mut [Option<&'s [u8]>]) {
+        // One pass over the buffer; then only the names an edit touched
+        // are looked up again through the overlay.
+        self.original.first_many(names, out);
         if self.edits.list.is_empty() {
-            return self.original.first_many(names, out);
+            return;
         }
         for (name, slot) in names.iter().zip(out.iter_mut()) {
-            *slot = self.first(name.as_ref());
+            let name = name.as_ref();
+            if self.edits.touches(name.as_bytes()) {
+                *slot = self.first(name);
+            }
         }
     }
 
     fn first(&self, name: &str) -> Option<&[u8]> {
-        // Fast path for the common case: no edits yet, one scan of the buffer.
-        if self.edits.list.is_empty() {
+        // Fast path: no edit touched this name, one scan of the buffer.
+        if !self.edits.touches(name.as_bytes()) {
             return self.original.first(name);
         }
         self.pairs()
@@ -400,12 +416,12 @@ mod tests {
         let mut edits = Edits::default();
         {
             let mut m = Message::new(&view, &mut edits);
-            m.set("x-user", "alice\r\nx-admin: true");
+            m.set("x-user", "alice\r\nx-admin: true".to_string());
             m.set("x-user", b"a\0b".to_vec());
-            m.add("bad name", "v");
-            m.add(":path", "/x");
-            m.remove("");
-            m.set("x-ok", "fine \u{e9}");
+            m.add("bad name".to_string(), "v");
+            m.add(":path".to_string(), "/x");
+            m.remove(String::new());
+            m.set("x-ok", "fine \u{e9}".to_string());
         }
         assert_eq!(
             plan_strings(&edits),

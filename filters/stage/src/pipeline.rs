@@ -109,7 +109,8 @@ pub struct Scratch {
     body_stages: u64,
     /// The largest body any stage wants.
     max_body: usize,
-    /// Every stage's owned (output) headers, stripped from the client.
+    /// Owned (output) headers of every stage after the first, stripped
+    /// from the client before stage 0 runs.
     owned: Vec<std::rc::Rc<str>>,
     /// `meshguard_refused_header_edits`.
     refused_metric: MetricId,
@@ -131,6 +132,12 @@ impl Scratch {
             if let Some(limit) = n.request_body {
                 sc.body_stages |= 1u64.checked_shl(i as u32).unwrap_or(0);
                 sc.max_body = sc.max_body.max(limit);
+            }
+            // Stage 0 has no stage before it and strips its own outputs;
+            // only later stages' outputs need stripping up front (which
+            // costs a pass over the headers and an overlay lookup later).
+            if i == 0 {
+                continue;
             }
             for h in chain.owned_request_headers(i) {
                 if !sc.owned.iter().any(|o| o.eq_ignore_ascii_case(h)) {

@@ -250,8 +250,10 @@ pub trait Stage: Sized + 'static {
     }
 
     /// Request headers this stage sets (identity, variant): its outputs.
-    /// The pipeline removes any client copy before the first stage runs, so
-    /// no stage, earlier or later, ever reads a forged value.
+    /// The stage itself always replaces or removes any client copy (it has
+    /// the last word on them); the pipeline also removes client copies
+    /// before the first stage runs when stages come before this one, so no
+    /// stage ever reads a forged value.
     fn owned_request_headers(&self) -> &[std::rc::Rc<str>] {
         &[]
     }
