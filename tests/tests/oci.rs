@@ -751,3 +751,72 @@ fn envoy_runs_the_filter_it_fetched_from_the_registry() {
         reg.proc.log_tail()
     );
 }
+
+#[test]
+fn registry_rejections_are_explained_and_indexes_resolve_like_istio() {
+    let dir = scratch_dir("oci-index");
+    let reg = Registry::start(&dir, None);
+    let mut client = reg.client();
+
+    // A media type the registry does not accept: its own error, named.
+    let err = client
+        .push_manifest(
+            "mg/junk",
+            "1",
+            "application/x-junk",
+            b"{\"schemaVersion\":2}",
+        )
+        .unwrap_err();
+    assert!(err.contains("rejected it (400): MANIFEST_INVALID"), "{err}");
+
+    // An index (what buildx with attestations pushes): istio-agent takes
+    // its linux/amd64 image, and the WasmPlugin sha256 is that image's
+    // manifest digest.
+    let bytes = std::fs::read(module_path()).expect("module");
+    let img = image::build(&bytes, image::Format::Compat, &[]).expect("build");
+    let child = Reference::parse(&reg.url("mg/multi:child")).expect("reference");
+    let pushed = oci::push(&bytes, &child, image::Format::Compat, &[], &mut client).expect("push");
+    assert_eq!(pushed.manifest_digest, img.digest());
+    let index = |arch: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": image::MEDIA_OCI_INDEX,
+            "manifests": [{
+                "mediaType": image::MEDIA_OCI_MANIFEST,
+                "digest": img.digest(),
+                "size": img.manifest.len(),
+                "platform": {"architecture": arch, "os": "linux"},
+            }],
+        }))
+        .expect("index")
+    };
+    client
+        .push_manifest("mg/multi", "amd64", image::MEDIA_OCI_INDEX, &index("amd64"))
+        .expect("push index");
+    client
+        .push_manifest("mg/multi", "arm64", image::MEDIA_OCI_INDEX, &index("arm64"))
+        .expect("push index");
+    let out = dir.join("out.wasm");
+    let out_s = out.to_string_lossy().into_owned();
+    let pulled = ok(meshguard(&[
+        "pull",
+        &reg.url("mg/multi:amd64"),
+        "-o",
+        &out_s,
+        "--sha256",
+        img.digest().trim_start_matches("sha256:"),
+        "--plain-http",
+    ]));
+    assert_eq!(field(&pulled, "manifest digest:"), img.digest());
+    assert!(std::fs::read(&out).expect("pulled") == bytes);
+    refused(
+        meshguard(&[
+            "pull",
+            &reg.url("mg/multi:arm64"),
+            "-o",
+            &out_s,
+            "--plain-http",
+        ]),
+        "without a linux/amd64 image",
+    );
+}
