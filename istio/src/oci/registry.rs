@@ -534,6 +534,117 @@ mod tests {
         assert!(err.contains("--plain-http"), "{err}");
     }
 
+    /// A loopback HTTP server answering each request (head only) with
+    /// `answer(head)`; it lives as long as the test process.
+    fn fake_server(answer: impl Fn(&str) -> String + Send + 'static) -> u16 {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let reply = answer(&String::from_utf8_lossy(&head));
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    fn reply(status: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            r.push_str(&format!("{k}: {v}\r\n"));
+        }
+        r + "\r\n" + body
+    }
+
+    #[test]
+    fn bearer_challenge_gets_a_token_with_basic_credentials() {
+        let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:00","size":1},"layers":[]}"#;
+        let port_cell = std::sync::Arc::new(std::sync::OnceLock::<u16>::new());
+        let cell = port_cell.clone();
+        let port = fake_server(move |head| {
+            let port = cell.get().copied().unwrap_or(0);
+            let basic = format!(
+                "authorization: Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("u:p")
+            );
+            if head.starts_with("GET /token?") {
+                assert!(head.contains("service=test"), "{head}");
+                assert!(head.contains("scope=repository%3Amg%2Fx%3Apull"), "{head}");
+                if head
+                    .to_ascii_lowercase()
+                    .contains(&basic.to_ascii_lowercase())
+                {
+                    reply("200 OK", &[], r#"{"token":"T0K"}"#)
+                } else {
+                    reply("401 Unauthorized", &[], "{}")
+                }
+            } else if head
+                .to_ascii_lowercase()
+                .contains("authorization: bearer t0k")
+            {
+                reply(
+                    "200 OK",
+                    &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+                    manifest,
+                )
+            } else {
+                let challenge = format!(
+                    r#"Bearer realm="http://127.0.0.1:{port}/token",service="test",scope="repository:mg/x:pull""#
+                );
+                reply("401 Unauthorized", &[("www-authenticate", &challenge)], "")
+            }
+        });
+        port_cell.set(port).unwrap();
+        let registry = format!("127.0.0.1:{port}");
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let mut c = Client::new(
+            &registry,
+            Options {
+                plain_http: true,
+                credentials: Some(creds),
+                credentials_source: None,
+            },
+        );
+        let (bytes, ct) = c.get_manifest("mg/x", "1").unwrap();
+        assert_eq!(bytes, manifest.as_bytes());
+        assert_eq!(ct, MEDIA_OCI_MANIFEST);
+
+        let mut anonymous = Client::new(
+            &registry,
+            Options {
+                plain_http: true,
+                ..Options::default()
+            },
+        );
+        let err = anonymous.get_manifest("mg/x", "1").unwrap_err();
+        assert!(err.contains("requires authentication"), "{err}");
+        let mut wrong = Client::new(
+            &registry,
+            Options {
+                plain_http: true,
+                credentials: Some(Credentials {
+                    username: "u".into(),
+                    password: "bad".into(),
+                }),
+                credentials_source: None,
+            },
+        );
+        let err = wrong.get_manifest("mg/x", "1").unwrap_err();
+        assert!(err.contains("authentication failed"), "{err}");
+    }
+
     #[test]
     fn credentials_never_print_the_password() {
         let c = Credentials {
