@@ -10,6 +10,15 @@
 //!   credentials.
 //!
 //! [`push`] and [`pull`] tie them together for the CLI.
+//!
+//! Registry answers and image bytes are hostile input: no panic paths
+//! here (clippy denies them outside tests, as in the filter crates).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod auth;
 pub mod fetch;

@@ -44,7 +44,10 @@ impl Reference {
         // `:` comes before a `/`).
         let last_slash = rest.rfind('/').unwrap_or(0);
         let (name, tag) = match rest.rfind(':') {
-            Some(i) if i > last_slash => (&rest[..i], Some(rest[i + 1..].to_string())),
+            Some(i) if i > last_slash => {
+                let (name, tag) = rest.split_at(i);
+                (name, Some(tag.strip_prefix(':').unwrap_or(tag).to_string()))
+            }
             _ => (rest, None),
         };
         if let Some(t) = &tag {
