@@ -324,6 +324,24 @@ mod tests {
         }
     }
 
+    /// Digests pinned in WasmPlugins must not move when meshguard is
+    /// rebuilt: a change here is a deliberate format change (or a new
+    /// deflate), to be called out in the release notes.
+    #[test]
+    fn digests_are_stable_across_builds() {
+        let compat = build(MODULE, Format::Compat, &[]).unwrap().digest();
+        let oci = build(MODULE, Format::Oci, &["ab_routing".into()])
+            .unwrap()
+            .digest();
+        assert_eq!(
+            (compat.as_str(), oci.as_str()),
+            (
+                "sha256:8863e6b7b879111a758e380e7e58780c1b3e697ca4a0aaa716886046aa463ec6",
+                "sha256:c52a438fc0acc001539c8a1dc876f3cd56f3c82fed0912e395df2e998f418ffa"
+            )
+        );
+    }
+
     #[test]
     fn compat_layer_is_fixed_tar_in_plain_gzip() {
         let img = build(MODULE, Format::Compat, &[]).unwrap();
