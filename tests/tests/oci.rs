@@ -750,6 +750,34 @@ fn envoy_runs_the_filter_it_fetched_from_the_registry() {
         "the registry served no GET for the module blob:\n{}",
         reg.proc.log_tail()
     );
+    drop(envoy);
+
+    // Envoy really checks the sha256: given the manifest digest (what a
+    // WasmPlugin takes, not what Envoy's own fetch takes) the fail-closed
+    // filter does not load and traffic stops.
+    let wrong = RemoteCode {
+        sha256: pushed.manifest_digest.clone(),
+        ..remote
+    };
+    let ports = EnvoyPorts {
+        listen: free_port(),
+        admin: free_port(),
+    };
+    config["admin"]["address"]["socket_address"]["port_value"] = ports.admin.into();
+    config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] =
+        ports.listen.into();
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0] = filters[0].remote_block(&wrong);
+    let wrong_dir = dir.join("wrong-sha");
+    std::fs::create_dir_all(&wrong_dir).expect("dir");
+    let envoy = Envoy::start(&wrong_dir, &config.to_string(), ports, 1);
+    let r = envoy.get("/checkout/cart", &[("x-user-id", "bob")]);
+    assert_eq!(r.status, 503, "{}", r.body_text());
+    assert!(
+        envoy.proc.log_text().contains("failed to load"),
+        "{}",
+        envoy.proc.log_tail()
+    );
 }
 
 #[test]
