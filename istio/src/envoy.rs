@@ -79,6 +79,31 @@ impl WasmFilter {
     }
 }
 
+/// A module Envoy fetches itself (`vm_config.code.remote`) instead of
+/// reading a file: what the agent's fetch is replaced by when Envoy loads a
+/// filter straight from an OCI registry blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCode {
+    /// e.g. `http://127.0.0.1:5000/v2/mg/ab-routing/blobs/sha256:…`.
+    pub uri: String,
+    /// The Envoy cluster that reaches `uri`'s host.
+    pub cluster: String,
+    /// Hex sha256 of the fetched bytes (the raw module layer's digest).
+    pub sha256: String,
+}
+
+impl WasmFilter {
+    /// [`WasmFilter::block`] with its `code` fetched from `remote`.
+    pub fn remote_block(&self, remote: &RemoteCode) -> Value {
+        let mut block = self.block();
+        block["typed_config"]["config"]["vm_config"]["code"] = json!({"remote": {
+            "http_uri": {"uri": remote.uri, "cluster": remote.cluster, "timeout": "30s"},
+            "sha256": remote.sha256.trim_start_matches("sha256:"),
+        }});
+        block
+    }
+}
+
 /// `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addr {
@@ -303,6 +328,24 @@ mod tests {
         let cfg: Value =
             serde_json::from_str(c["configuration"]["value"].as_str().unwrap()).unwrap();
         assert_eq!(cfg, f.config);
+    }
+
+    #[test]
+    fn remote_block_only_changes_the_code() {
+        let f = WasmFilter::module("noop", Path::new("/d/noop.wasm"), json!({}));
+        let remote = RemoteCode {
+            uri: "http://127.0.0.1:5000/v2/mg/noop/blobs/sha256:ab".into(),
+            cluster: "oci_registry".into(),
+            sha256: "sha256:ab".into(),
+        };
+        let mut b = f.remote_block(&remote);
+        let code = b["typed_config"]["config"]["vm_config"]["code"].take();
+        assert_eq!(code["remote"]["http_uri"]["uri"], remote.uri);
+        assert_eq!(code["remote"]["http_uri"]["cluster"], "oci_registry");
+        assert_eq!(code["remote"]["sha256"], "ab");
+        let mut local = f.block();
+        local["typed_config"]["config"]["vm_config"]["code"].take();
+        assert_eq!(b, local);
     }
 
     #[test]

@@ -5,3 +5,4 @@
 
 pub mod envoy;
 pub mod filters;
+pub mod oci;

@@ -4,6 +4,8 @@
 //!     meshguard envoy-config [--filters FILE] [--listen H:P] [--admin H:P]
 //!                            [--upstream H:P] [--wasm-dir DIR] [--compose] [-o FILE]
 //!     meshguard wasm-filter <name> <module.wasm> <config.json|yaml|->
+//!     meshguard push <module.wasm> oci://REGISTRY/REPO:TAG [--format compat|oci] ...
+//!     meshguard pull oci://REGISTRY/REPO:TAG -o plugin.wasm [--sha256 HEX] ...
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 
 use meshguard::envoy::{self, Addr, FiltersFile, Local, WasmFilter};
 use meshguard::filters;
+use meshguard::oci;
 
 fn usage() -> String {
     let names: Vec<&str> = filters::all().iter().map(|f| f.name).collect();
@@ -26,6 +29,21 @@ fn usage() -> String {
       renders the docker-compose variant (deploy/local/envoy.yaml).
   meshguard wasm-filter <name> <module.wasm> <config.json|config.yaml|->
       Prints the Envoy http_filters entry (JSON) for one module.
+  meshguard push <module.wasm> oci://REGISTRY/REPO[:TAG] [--format compat|oci]
+                 [--lock FILE] [--plain-http] [--username U --password-stdin]
+      Pushes the module as a Wasm OCI image Istio reads (compat, the default:
+      one tar+gzip layer with plugin.wasm; oci: the raw module as a
+      module.wasm layer). Reproducible: the same module gives the same
+      manifest digest, which is what a WasmPlugin's `sha256` must be.
+      --lock records the push in a lock file (filter -> reference, digests).
+  meshguard pull oci://REGISTRY/REPO[:TAG|@sha256:D] -o FILE [--sha256 HEX]
+                 [--max-size BYTES] [--plain-http] [--username U --password-stdin]
+      Fetches and verifies a module exactly as istio-agent does: the same
+      format detection, the manifest digest against --sha256 (a WasmPlugin's
+      sha256), the \\0asm magic, the size limit (default 256 MiB).
+      Credentials: --username/--password-stdin, else the Docker config
+      ($DOCKER_CONFIG/config.json or ~/.docker/config.json). Plain HTTP
+      only with --plain-http.
 
 filters: {}",
         names.join(", ")
@@ -78,6 +96,8 @@ fn run(args: &[String]) -> Result<String, String> {
             }
             _ => Err(usage()),
         },
+        Some("push") => push(args.get(1..).unwrap_or_default()),
+        Some("pull") => pull(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help" | "help") => Ok(usage() + "\n"),
         _ => Err(usage()),
     }
@@ -138,6 +158,166 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
     }
 }
 
+/// Flags `push` and `pull` share: how to reach the registry.
+#[derive(Default)]
+struct RegistryFlags {
+    plain_http: bool,
+    username: Option<String>,
+    password_stdin: bool,
+}
+
+impl RegistryFlags {
+    /// Takes `flag` (and its value from `it`) if it is a registry flag.
+    fn take(&mut self, flag: &str, it: &mut std::slice::Iter<'_, String>) -> Result<bool, String> {
+        match flag {
+            "--plain-http" => self.plain_http = true,
+            "--username" => {
+                self.username = Some(
+                    it.next()
+                        .cloned()
+                        .ok_or_else(|| format!("{flag} needs a value\n\n{}", usage()))?,
+                )
+            }
+            "--password-stdin" => self.password_stdin = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn client(&self, reference: &oci::Reference) -> Result<oci::Client, String> {
+        let (credentials, credentials_source) = match (&self.username, self.password_stdin) {
+            (Some(user), true) => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .map_err(|e| format!("reading the password from stdin: {e}"))?;
+                let password = password.trim_end_matches(['\r', '\n']).to_string();
+                let creds = oci::Credentials {
+                    username: user.clone(),
+                    password,
+                };
+                (
+                    Some(creds),
+                    Some(format!("the credentials of user `{user}`")),
+                )
+            }
+            (Some(_), false) | (None, true) => {
+                return Err("--username and --password-stdin go together".into())
+            }
+            (None, false) => {
+                let creds = oci::auth::docker_credentials(&reference.registry)?;
+                let source = oci::auth::docker_config_path()
+                    .map(|p| format!("the credentials in {}", p.display()));
+                (creds, source)
+            }
+        };
+        Ok(oci::Client::new(
+            &reference.registry,
+            oci::Options {
+                plain_http: self.plain_http,
+                credentials,
+                credentials_source,
+            },
+        ))
+    }
+}
+
+fn push(args: &[String]) -> Result<String, String> {
+    let mut positional = Vec::new();
+    let mut format = oci::Format::Compat;
+    let mut lock: Option<PathBuf> = None;
+    let mut reg = RegistryFlags::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if reg.take(arg, &mut it)? {
+            continue;
+        }
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value\n\n{}", usage()))
+        };
+        match arg.as_str() {
+            "--format" => format = oci::Format::parse(&value()?)?,
+            "--lock" => lock = Some(PathBuf::from(value()?)),
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown option `{flag}`\n\n{}", usage()))
+            }
+            _ => positional.push(arg.clone()),
+        }
+    }
+    let [module, url] = positional.as_slice() else {
+        return Err(usage());
+    };
+    let reference = oci::Reference::parse(url)?;
+    let bytes = std::fs::read(module).map_err(|e| format!("{module}: cannot read: {e}"))?;
+    let name = Path::new(module)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A shipped filter's root_id goes into the oci variant's runtime config.
+    let root_ids: Vec<String> = filters::find(&name)
+        .map(|f| vec![f.config_key.to_string()])
+        .unwrap_or_default();
+    let mut client = reg.client(&reference)?;
+    let pushed = oci::push(&bytes, &reference, format, &root_ids, &mut client)
+        .map_err(|e| format!("push {}: {e}", reference.oci_url()))?;
+    if let Some(lock) = lock {
+        oci::update_lock(&lock, &name, &pushed)?;
+    }
+    Ok(pushed.summary())
+}
+
+fn pull(args: &[String]) -> Result<String, String> {
+    let mut positional = Vec::new();
+    let mut out: Option<PathBuf> = None;
+    let mut sha256: Option<String> = None;
+    let mut max_size = oci::DEFAULT_MAX_SIZE;
+    let mut reg = RegistryFlags::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if reg.take(arg, &mut it)? {
+            continue;
+        }
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value\n\n{}", usage()))
+        };
+        match arg.as_str() {
+            "-o" | "--output" => out = Some(PathBuf::from(value()?)),
+            "--sha256" => sha256 = Some(value()?),
+            "--max-size" => {
+                let v = value()?;
+                max_size = v
+                    .parse()
+                    .map_err(|_| format!("--max-size `{v}`: expected a number of bytes"))?;
+            }
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown option `{flag}`\n\n{}", usage()))
+            }
+            _ => positional.push(arg.clone()),
+        }
+    }
+    let ([url], Some(out)) = (positional.as_slice(), out) else {
+        return Err(usage());
+    };
+    let reference = oci::Reference::parse(url)?;
+    let mut client = reg.client(&reference)?;
+    let pulled = oci::pull(&reference, sha256.as_deref(), max_size, &mut client)
+        .map_err(|e| format!("pull {}: {e}", reference.oci_url()))?;
+    std::fs::write(&out, &pulled.module).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(format!(
+        "pulled {} ({})\nmanifest digest: {}\nmodule sha256:   {}\nwrote {} bytes to {}\n",
+        reference.oci_url(),
+        pulled.layout.name(),
+        pulled.manifest_digest,
+        pulled.module_sha256,
+        pulled.module.len(),
+        out.display()
+    ))
+}
+
 fn read_input(file: &str) -> Result<(Vec<u8>, String), String> {
     if file == "-" {
         let mut buf = Vec::new();
@@ -167,6 +347,39 @@ mod tests {
         assert!(run(&["envoy-config".into(), "--listen".into(), "x".into()])
             .unwrap_err()
             .contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn push_and_pull_usage_errors() {
+        let run_s = |a: &[&str]| run(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(run_s(&["push", "x.wasm"]).unwrap_err().starts_with("usage"));
+        assert!(
+            run_s(&["push", "x.wasm", "oci://r.example/x:1", "--format", "tar"])
+                .unwrap_err()
+                .contains("compat or oci")
+        );
+        assert!(run_s(&["push", "x.wasm", "oci://r.example/x:1", "--bogus"])
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(run_s(&["push", "/nonexistent.wasm", "oci://r.example/x:1"])
+            .unwrap_err()
+            .contains("cannot read"));
+        assert!(run_s(&["pull", "oci://r.example/x:1"])
+            .unwrap_err()
+            .starts_with("usage"));
+        assert!(run_s(&["pull", "http://r.example/x", "-o", "f"])
+            .unwrap_err()
+            .contains("not oci"));
+        assert!(
+            run_s(&["pull", "oci://r/x", "-o", "f", "--max-size", "big"])
+                .unwrap_err()
+                .contains("number of bytes")
+        );
+        assert!(
+            run_s(&["pull", "oci://r.example/x:1", "-o", "f", "--username", "u"])
+                .unwrap_err()
+                .contains("go together")
+        );
     }
 
     #[test]

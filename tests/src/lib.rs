@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use meshguard::envoy::{default_filters_file, Addr, FiltersFile, Local, WasmFilter};
+pub use meshguard::envoy::{
+    default_filters_file, Addr, FiltersFile, Local, RemoteCode, WasmFilter,
+};
 pub mod fuel;
 
 pub fn repo_root() -> PathBuf {
