@@ -9,13 +9,10 @@ LISTEN_PORT=${LISTEN_PORT:-10000}
 ADMIN_PORT=${ADMIN_PORT:-9901}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8081}
 ENVOY=${ENVOY_BIN:-.venv/bin/envoy}
-RUN_DIR=target/run
+RUN_DIR=${RUN_DIR:-target/run}
 mkdir -p "$RUN_DIR"
 
 [ -x "$ENVOY" ] || { echo "Envoy not found at $ENVOY: run 'make venv'" >&2; exit 1; }
-for f in dist/ab-routing.wasm; do
-  [ -f "$f" ] || { echo "$f missing: run 'make build'" >&2; exit 1; }
-done
 # Bind the way Envoy and the upstream do (SO_REUSEADDR): connections of a
 # run stopped a moment ago linger in TIME-WAIT for ~60 s and must not count
 # as "in use"; only a live listener does.
@@ -26,7 +23,8 @@ for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
 done
 
 # The filters and their configs come from deploy/local/filters.yaml; the
-# renderer checks each config with the filter's own code first.
+# renderer checks each config with the filter's own code first, and that
+# every module is in dist/ (else: run 'make build').
 MESHGUARD=${MESHGUARD_BIN:-target/debug/meshguard}
 [ -x "$MESHGUARD" ] || { echo "meshguard CLI not found at $MESHGUARD: run 'make cli'" >&2; exit 1; }
 "$MESHGUARD" envoy-config --listen "127.0.0.1:$LISTEN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
@@ -34,15 +32,19 @@ MESHGUARD=${MESHGUARD_BIN:-target/debug/meshguard}
 
 pids=()
 stop() {
+  local rc=${1:-0}
   trap - INT TERM EXIT
   echo
   echo "stopping..."
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "stopped Envoy and the demo upstream"
-  exit 0
+  exit "$rc"
 }
-trap stop INT TERM EXIT
+# Ctrl-C / SIGTERM: a clean stop (exit 0). Any other exit keeps its code,
+# so a failed start-up fails `make run`.
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 # Children get their own session: Ctrl-C reaches only this script, which then
 # stops them in order (and a stray signal cannot kill one behind our back).

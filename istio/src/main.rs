@@ -65,6 +65,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<String, String> {
+    // `meshguard <command> --help` prints the usage, for every command.
+    if args.len() > 1 && args.iter().skip(1).any(|a| a == "-h" || a == "--help") {
+        return Ok(usage() + "\n");
+    }
     match args.first().map(String::as_str) {
         Some("validate") => match args {
             [_, filter, file] => {
@@ -89,9 +93,19 @@ fn run(args: &[String]) -> Result<String, String> {
                         w.key = f.config_key.to_string();
                         w
                     }
-                    // Not a shipped filter (a fixture, a chain): rendered as is.
-                    Err(_) => WasmFilter::module(name, Path::new(module), config),
+                    // Not a shipped filter (a fixture, a chain): rendered as
+                    // is, and said so (a typo must not pass silently).
+                    Err(_) => {
+                        eprintln!(
+                            "meshguard: `{name}` is not a shipped filter ({}); its config is not checked",
+                            filters::all().iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                        );
+                        WasmFilter::module(name, Path::new(module), config)
+                    }
                 };
+                if !Path::new(module).is_file() {
+                    return Err(format!("{module}: no such module file"));
+                }
                 Ok(format!("{}\n", filter.block()))
             }
             _ => Err(usage()),
@@ -126,6 +140,7 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
             "--wasm-dir" => wasm_dir = Some(value()?),
             "-o" | "--output" => out = Some(PathBuf::from(value()?)),
             "--compose" => compose = true,
+            "-h" | "--help" => return Ok(usage() + "\n"),
             other => return Err(format!("unknown option `{other}`\n\n{}", usage())),
         }
     }
@@ -144,10 +159,10 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
             listen,
             admin,
             upstream,
-            filters: FiltersFile::load(&filters_file)?.wasm_filters(&dir)?,
+            filters: FiltersFile::load(&filters_file)?.local_wasm_filters(&dir)?,
             clusters: Vec::new(),
         };
-        local.to_yaml(envoy::GENERATED)?
+        local.to_yaml(&envoy::generated_from(&filters_file))?
     };
     match out {
         Some(path) => {

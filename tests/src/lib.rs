@@ -90,6 +90,10 @@ impl Proc {
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // A test runner started in the background without job
+                // control inherits SIGINT ignored, and a shell cannot trap
+                // a signal ignored at start: give children the default.
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
                 Ok(())
             });
         }
@@ -136,7 +140,20 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so a script can stop what it started (its children
+    /// run in their own sessions); SIGKILL if it is still there after 5 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -15,7 +15,9 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
     let mut cmd = Command::new(repo_root().join("scripts/run-local.sh"));
     cmd.env("LISTEN_PORT", listen.to_string())
         .env("ADMIN_PORT", admin.to_string())
-        .env("UPSTREAM_PORT", upstream.to_string());
+        .env("UPSTREAM_PORT", upstream.to_string())
+        // Not make run's own target/run/envoy.yaml.
+        .env("RUN_DIR", dir.join("run"));
     let mut script = Proc::spawn("run-local", cmd, dir.join("run-local.log"));
 
     wait_until(Duration::from_secs(60), || {

@@ -10,21 +10,19 @@
 )]
 
 mod cases;
-
-use std::path::PathBuf;
+#[path = "../../../wasm-test-harness/tests/common/fixtures.rs"]
+mod fixtures;
 
 use meshguard_ab_routing::Router;
 use meshguard_stage::testing::{run_table, Runtime};
 use wasm_test_harness::{Action, Harness, Headers, LogLevel, Module, Vm};
 
+/// The ab-routing module built exactly as `make build` builds it (package
+/// meshguard-ab-routing-wasm, profile `wasm`), rebuilt by the test when
+/// any filter source is newer: `cargo test` never tests a stale module.
 fn module(h: &Harness) -> Module {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dist/ab-routing.wasm");
-    assert!(
-        path.exists(),
-        "{} missing: run `make build`",
-        path.display()
-    );
-    h.module(&path).unwrap()
+    h.module(fixtures::fixture("meshguard-ab-routing-wasm"))
+        .unwrap()
 }
 
 fn configured(h: &Harness, config: &str) -> Vm {

@@ -98,7 +98,7 @@ impl<C: Chain> RootContext for ShellRoot<C> {
                 self.root = Some(Root::new(&chain));
                 let scratch = RefCell::new(Scratch::for_chain(&chain, &mut SdkProxy));
                 self.chain = Some(Rc::new(Shared { chain, scratch }));
-                log::info!("{}: configured", chain_names::<C>());
+                log::debug!("{}: configured", chain_names::<C>());
                 true
             }
             Err(err) => {

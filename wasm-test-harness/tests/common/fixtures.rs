@@ -22,6 +22,9 @@ const FIXTURES: &[(&str, &str)] = &[
     ("noop-filter", "wasm-test-harness/fixtures/noop"),
     // The chain links the stage crates, the shell and ab-routing.
     ("meshguard-chain-fixture", "tests/fixtures/chain:filters"),
+    // The shipped ab-routing module, as `make build` builds it (the same
+    // package and profile), for the filter's own harness tests.
+    ("meshguard-ab-routing-wasm", "filters"),
 ];
 
 /// The workspace root: the nearest directory above the crate with Cargo.lock.

@@ -16,16 +16,21 @@
 //! - A local reply is sent after the callback returns and goes through the
 //!   response hooks; late callout answers are ignored.
 
-use std::time::SystemTime;
-
 use meshguard_common::headers::{HeaderSource, PairsView};
 
 use crate::chain::Chain;
 use crate::facts::Facts;
-use crate::host::{Bumps, Callouts, Host, MetricId, MetricsRegistry, Token};
-use crate::message::{Edits, HostEdit, Message};
-use crate::stage::{Cx, LocalReply, LogView, Reply, RootCx, Step};
+use crate::host::{Callouts, Host, MetricId, Token};
+use crate::message::{HostEdit, Message};
+use crate::stage::{Cx, LocalReply, LogView, Reply, Step};
 use crate::text::Text;
+
+mod body;
+mod root;
+mod scratch;
+
+pub use root::Root;
+pub use scratch::Scratch;
 
 /// Which header map an edit goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,63 +95,6 @@ enum Phase {
     /// The response started (upstream or local): request-side events are
     /// over.
     Responding,
-}
-
-/// Working space for one hook: the edits and metric bumps it records, the
-/// callouts it dispatched. All are applied and emptied before the callback
-/// returns (a stream that waits has already applied its edits), so one
-/// `Scratch` serves every stream of a VM: no allocation per request.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    edits: Edits,
-    bumps: Bumps,
-    dispatched: Vec<Token>,
-    /// What the chain's stages need, summed up once.
-    any_facts: bool,
-    any_response_headers: bool,
-    any_log: bool,
-    /// Bit `i`: stage `i` wants the request body.
-    body_stages: u64,
-    /// The largest body any stage wants.
-    max_body: usize,
-    /// Owned (output) headers of every stage after the first, stripped
-    /// from the client before stage 0 runs.
-    owned: Vec<std::rc::Rc<str>>,
-    /// `meshguard_refused_header_edits`.
-    refused_metric: MetricId,
-}
-
-impl Scratch {
-    /// Working space for `chain`, with its stages' [`crate::Needs`] summed up
-    /// so no request pays for asking each stage again.
-    pub fn for_chain<C: Chain>(chain: &C, metrics: &mut dyn MetricsRegistry) -> Self {
-        let mut sc = Scratch {
-            refused_metric: metrics.counter("meshguard_refused_header_edits"),
-            ..Scratch::default()
-        };
-        for i in 0..C::LEN {
-            let n = chain.needs(i);
-            sc.any_facts |= n.facts;
-            sc.any_response_headers |= n.response_headers;
-            sc.any_log |= n.log;
-            if let Some(limit) = n.request_body {
-                sc.body_stages |= 1u64.checked_shl(i as u32).unwrap_or(0);
-                sc.max_body = sc.max_body.max(limit);
-            }
-            // Stage 0 has no stage before it and strips its own outputs;
-            // only later stages' outputs need stripping up front (which
-            // costs a pass over the headers and an overlay lookup later).
-            if i == 0 {
-                continue;
-            }
-            for h in chain.owned_request_headers(i) {
-                if !sc.owned.iter().any(|o| o.eq_ignore_ascii_case(h)) {
-                    sc.owned.push(std::rc::Rc::clone(h));
-                }
-            }
-        }
-        sc
-    }
 }
 
 /// One stream's progress through the chain.
@@ -216,47 +164,6 @@ impl<C: Chain> Stream<C> {
         }
         self.headers_end = end_of_stream;
         self.run_headers(chain, p, sc, 0, true)
-    }
-
-    pub fn on_request_body<P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        sc: &mut Scratch,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Flow {
-        match self.phase {
-            Phase::AwaitBody => {
-                if !end_of_stream && body_size < sc.max_body {
-                    return Flow::Pause; // keep buffering
-                }
-                self.body_size = body_size.min(sc.max_body);
-                self.body_complete = end_of_stream && body_size <= sc.max_body;
-                self.run_body(chain, p, sc, 0, false)
-            }
-            Phase::Waiting { .. } => Flow::Pause,
-            _ => Flow::Continue,
-        }
-    }
-
-    /// Trailers end the body: run the body hooks on what was buffered, and
-    /// never let trailers carry a request past a pending decision.
-    pub fn on_request_trailers<P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        sc: &mut Scratch,
-    ) -> Flow {
-        match self.phase {
-            Phase::AwaitBody => {
-                self.body_size = p.request_body(sc.max_body, sc.max_body).len();
-                self.body_complete = self.body_size < sc.max_body;
-                self.run_body(chain, p, sc, 0, false)
-            }
-            Phase::Waiting { .. } => Flow::Pause,
-            _ => Flow::Continue,
-        }
     }
 
     /// A callout answered. `num_headers == 0` means it failed.
@@ -424,57 +331,6 @@ impl<C: Chain> Stream<C> {
         Flow::Continue
     }
 
-    fn run_body<P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        sc: &mut Scratch,
-        from: usize,
-        held: bool,
-    ) -> Flow {
-        if held {
-            let raw = p.headers(MapKind::Request);
-            let Some(view) = raw.as_deref().and_then(PairsView::parse) else {
-                return self.headers_unreadable(chain, p, sc);
-            };
-            return self.run_body_with(chain, p, sc, from, true, &view);
-        }
-        self.run_body_with(chain, p, sc, from, false, &PairsView::empty())
-    }
-
-    fn run_body_with<P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        sc: &mut Scratch,
-        from: usize,
-        held: bool,
-        view: &PairsView<'_>,
-    ) -> Flow {
-        let body = if self.body_size == 0 {
-            Vec::new()
-        } else {
-            p.request_body(self.body_size, self.body_size)
-        };
-        let body_stages = sc.body_stages;
-        let wants = |i: usize| body_stages & 1u64.checked_shl(i as u32).unwrap_or(0) != 0;
-        for i in (from..C::LEN).filter(|i| wants(*i)) {
-            let step = {
-                let mut rq =
-                    Message::new(view, &mut sc.edits).with_body(Some(&body), self.body_complete);
-                let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
-                    .with_flags(sc.any_facts, false);
-                chain.on_request_body(i, &mut rq, &mut self.state, &mut cx)
-            };
-            if let Next::Stop(flow) = self.after(p, sc, i, step, Part::Body { held }) {
-                return flow;
-            }
-        }
-        self.apply_request_edits_if(p, sc, held);
-        self.phase = Phase::Forwarded;
-        Flow::Continue
-    }
-
     /// Bumps metrics, then acts on the step.
     fn after<P: Proxy>(
         &mut self,
@@ -604,14 +460,18 @@ fn strip_owned(view: &PairsView<'_>, sc: &mut Scratch) {
     }
 }
 
-fn read_answer<P: Proxy>(p: &mut P, num_headers: usize, body_size: usize) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn read_answer<P: Proxy>(
+    p: &mut P,
+    num_headers: usize,
+    body_size: usize,
+) -> (Vec<u8>, Vec<u8>) {
     if num_headers == 0 || body_size > MAX_CALLOUT_RESPONSE {
         return (Vec::new(), Vec::new());
     }
     p.callout_response(num_headers, body_size)
 }
 
-fn reply_of<'a>(
+pub(super) fn reply_of<'a>(
     num_headers: usize,
     body_size: usize,
     headers: &'a PairsView<'a>,
@@ -633,78 +493,5 @@ fn reply_of<'a>(
         status,
         headers,
         body,
-    }
-}
-
-/// Root-level driver: timers and callouts made from them.
-pub struct Root {
-    next_due: Vec<Option<SystemTime>>,
-    /// Root callouts in flight: (token, stage).
-    pending: Vec<(Token, usize)>,
-    bumps: Bumps,
-}
-
-impl Root {
-    pub fn new<C: Chain>(_chain: &C) -> Self {
-        Self {
-            next_due: vec![None; C::LEN],
-            pending: Vec::new(),
-            bumps: Bumps::default(),
-        }
-    }
-
-    /// The tick period the proxy should use: the shortest any stage wants.
-    pub fn tick_period<C: Chain>(chain: &C) -> Option<std::time::Duration> {
-        (0..C::LEN).filter_map(|i| chain.needs(i).tick).min()
-    }
-
-    pub fn on_tick<C: Chain, P: Proxy>(&mut self, chain: &C, p: &mut P) {
-        let now = p.now();
-        for i in 0..C::LEN {
-            let Some(period) = chain.needs(i).tick else {
-                continue;
-            };
-            let due = self.next_due.get(i).copied().flatten();
-            if due.is_some_and(|d| now < d) {
-                continue;
-            }
-            if let Some(slot) = self.next_due.get_mut(i) {
-                *slot = now.checked_add(period);
-            }
-            let dispatched = {
-                let mut cx = RootCx::new(p, &mut self.bumps);
-                chain.on_tick(i, &mut cx);
-                std::mem::take(&mut cx.dispatched)
-            };
-            self.pending.extend(dispatched.into_iter().map(|t| (t, i)));
-            self.bumps.drain(|id, delta| p.bump(id, delta));
-        }
-    }
-
-    /// A root callout answered; false if the token is not one of ours.
-    pub fn on_callout<C: Chain, P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        token: Token,
-        num_headers: usize,
-        body_size: usize,
-    ) -> bool {
-        let Some(pos) = self.pending.iter().position(|(t, _)| *t == token) else {
-            return false;
-        };
-        let (_, stage) = self.pending.swap_remove(pos);
-        let (raw, body) = read_answer(p, num_headers, body_size);
-        let headers = PairsView::parse(&raw).unwrap_or_else(PairsView::empty);
-        let reply = reply_of(num_headers, body_size, &headers, &body);
-        let dispatched = {
-            let mut cx = RootCx::new(p, &mut self.bumps);
-            chain.on_root_callout(stage, token, reply, &mut cx);
-            std::mem::take(&mut cx.dispatched)
-        };
-        self.pending
-            .extend(dispatched.into_iter().map(|t| (t, stage)));
-        self.bumps.drain(|id, delta| p.bump(id, delta));
-        true
     }
 }
