@@ -288,21 +288,3 @@ pub fn now_nanos() -> Result<u64, Status> {
     // SAFETY: the host writes one u64.
     status(unsafe { proxy_get_current_time_nanoseconds(&mut t) }).map(|()| t)
 }
-
-/// Encodes header pairs in the proxy-wasm pairs encoding.
-pub fn encode_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
-    let count = pairs.clone().count();
-    let mut out = Vec::with_capacity(4 + count * 8);
-    out.extend_from_slice(&(count as u32).to_le_bytes());
-    for (k, v) in pairs.clone() {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k);
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
-}

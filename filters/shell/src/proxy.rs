@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
+use meshguard_common::headers::encode_pairs;
 use meshguard_common::host as raw;
 use meshguard_stage::message::{valid_name, valid_value};
 use meshguard_stage::pipeline::{MapKind, Proxy};
@@ -141,11 +142,13 @@ impl Proxy for SdkProxy {
     }
 
     fn send_reply(&mut self, reply: &LocalReply) {
-        let valid = reply
+        let valid: Vec<(&[u8], &[u8])> = reply
             .headers
             .iter()
-            .filter(|(k, v)| valid_name(k.as_bytes()) && valid_value(v.as_bytes()));
-        let pairs = raw::encode_pairs(valid.map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+            .filter(|(k, v)| valid_name(k.as_bytes()) && valid_value(v.as_bytes()))
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        let pairs = encode_pairs(&valid);
         let grpc = reply
             .grpc_status
             .and_then(|g| i32::try_from(g).ok())

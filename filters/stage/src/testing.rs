@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshguard_common::config::ConfigError;
-use meshguard_common::headers::PairsView;
+use meshguard_common::headers::encode_pairs;
 
 use crate::chain::Chain;
 use crate::host::{
@@ -65,21 +65,6 @@ pub struct FakeProxy {
     random_state: u64,
     next_token: Token,
     current_answer: Option<Answer>,
-}
-
-fn encode(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
 }
 
 impl FakeProxy {
@@ -219,7 +204,7 @@ impl Proxy for FakeProxy {
         if map == MapKind::Request && self.unreadable_request {
             return None;
         }
-        Some(encode(self.map(map)))
+        Some(encode_pairs(self.map(map)))
     }
     fn edit(&mut self, map: MapKind, edit: &HostEdit<'_>) {
         let side = if map == MapKind::Request {
@@ -266,7 +251,7 @@ impl Proxy for FakeProxy {
             }) => {
                 let mut pairs = vec![(":status".to_string(), status.to_string().into_bytes())];
                 pairs.extend(headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
-                (encode(&pairs), body)
+                (encode_pairs(&pairs), body)
             }
             _ => (Vec::new(), Vec::new()),
         }
@@ -494,19 +479,4 @@ pub fn run_table<C: NamedCase, R: Runtime<C>>(runtime: &mut R, cases: &[C]) {
         failures.len(),
         failures.join("\n")
     );
-}
-
-/// The headers of a fake map as a PairsView-backed buffer (for tests that
-/// build their own views).
-pub fn pairs_buffer(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let owned: Vec<(String, Vec<u8>)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-        .collect();
-    encode(&owned)
-}
-
-/// Parses a buffer made by [`pairs_buffer`].
-pub fn view(buf: &[u8]) -> PairsView<'_> {
-    PairsView::parse(buf).expect("valid pairs buffer")
 }
