@@ -1,0 +1,501 @@
+//! Compact JWS parsing, strict and cheap, in the order that rejects junk
+//! before any signature work: size, shape, base64url, header JSON (no
+//! duplicate members), `alg` on the allow-list, no `crit`. The payload is
+//! only decoded once the signature has verified.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use meshguard_authn_crypto::Alg;
+
+/// Why a token was refused. The `description` goes to the client in
+/// `error_description`: fixed text, never token content or key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    TooLong,
+    Malformed,
+    /// `alg` missing, `none`, unknown, or not allowed for this provider.
+    Algorithm,
+    /// A `crit` header parameter (none is understood).
+    Crit,
+    /// No key with this `kid` (after a refetch, if one was allowed).
+    UnknownKey,
+    /// No `kid` and more than one candidate key.
+    KidRequired,
+    Signature,
+    Expired,
+    MissingExp,
+    NotYetValid,
+    IssuedInFuture,
+    Issuer,
+    Audience,
+    /// Two different tokens in the sources one provider reads.
+    Ambiguous,
+}
+
+impl Invalid {
+    pub fn description(self) -> &'static str {
+        match self {
+            Invalid::TooLong => "the token is too long",
+            Invalid::Malformed => "the token is malformed",
+            Invalid::Algorithm => "the token's algorithm is not accepted",
+            Invalid::Crit => "the token has critical header parameters that are not understood",
+            Invalid::UnknownKey => "the token's signing key is unknown",
+            Invalid::KidRequired => "the token has no key id",
+            Invalid::Signature => "the token's signature is invalid",
+            Invalid::Expired => "the token has expired",
+            Invalid::MissingExp => "the token has no expiry",
+            Invalid::NotYetValid => "the token is not valid yet",
+            Invalid::IssuedInFuture => "the token was issued in the future",
+            Invalid::Issuer => "the token's issuer is not accepted",
+            Invalid::Audience => "the token's audience is not accepted",
+            Invalid::Ambiguous => "more than one token was presented",
+        }
+    }
+
+    /// Label in `meshguard_authn_denied.<reason>`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Invalid::TooLong => "too_long",
+            Invalid::Malformed => "malformed",
+            Invalid::Algorithm => "algorithm",
+            Invalid::Crit => "crit",
+            Invalid::UnknownKey => "unknown_kid",
+            Invalid::KidRequired => "kid_required",
+            Invalid::Signature => "signature",
+            Invalid::Expired => "expired",
+            Invalid::MissingExp => "missing_exp",
+            Invalid::NotYetValid => "not_yet_valid",
+            Invalid::IssuedInFuture => "issued_in_future",
+            Invalid::Issuer => "issuer",
+            Invalid::Audience => "audience",
+            Invalid::Ambiguous => "ambiguous",
+        }
+    }
+
+    pub const ALL: [Invalid; 14] = [
+        Invalid::TooLong,
+        Invalid::Malformed,
+        Invalid::Algorithm,
+        Invalid::Crit,
+        Invalid::UnknownKey,
+        Invalid::KidRequired,
+        Invalid::Signature,
+        Invalid::Expired,
+        Invalid::MissingExp,
+        Invalid::NotYetValid,
+        Invalid::IssuedInFuture,
+        Invalid::Issuer,
+        Invalid::Audience,
+        Invalid::Ambiguous,
+    ];
+}
+
+/// A token whose header passed every cheap check.
+#[derive(Debug)]
+pub struct Jws<'t> {
+    pub alg: Alg,
+    pub kid: Option<String>,
+    /// `header.payload`, what the signature covers.
+    pub signing_input: &'t [u8],
+    pub payload_b64: &'t str,
+    pub signature: Vec<u8>,
+}
+
+/// Largest decoded JOSE header accepted (they are ~100 bytes).
+const MAX_HEADER: usize = 2048;
+
+/// Parses `token` up to (not including) signature verification.
+/// `allowed` is the provider's algorithm list.
+pub fn parse(token: &str, max_len: usize, allowed: &[Alg]) -> Result<Jws<'_>, Invalid> {
+    if token.len() > max_len {
+        return Err(Invalid::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Invalid::Malformed);
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() || h.len() > MAX_HEADER * 4 / 3 + 4 {
+        return Err(Invalid::Malformed);
+    }
+    let header = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| Invalid::Malformed)?;
+    let header = strict_object(&header).ok_or(Invalid::Malformed)?;
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => Alg::from_jose(a).ok_or(Invalid::Algorithm)?,
+        _ => return Err(Invalid::Algorithm),
+    };
+    if !allowed.contains(&alg) {
+        return Err(Invalid::Algorithm);
+    }
+    // RFC 7515 §4.1.11: every listed extension must be understood; this
+    // filter understands none, and `crit` must never be empty.
+    if header.contains_key("crit") {
+        return Err(Invalid::Crit);
+    }
+    // RFC 7797 unencoded payloads are not supported.
+    if let Some(b64) = header.get("b64") {
+        if b64 != &Value::Bool(true) {
+            return Err(Invalid::Crit);
+        }
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) if k.len() <= 256 => Some(k.clone()),
+        Some(_) => return Err(Invalid::Malformed),
+    };
+    // `jku`, `x5u`, `jwk`, `x5c`: untrusted, ignored, never fetched.
+    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| Invalid::Malformed)?;
+    let signing_input = token
+        .get(..h.len() + 1 + p.len())
+        .ok_or(Invalid::Malformed)?
+        .as_bytes();
+    Ok(Jws {
+        alg,
+        kid,
+        signing_input,
+        payload_b64: p,
+        signature,
+    })
+}
+
+/// Decodes and parses the payload of a verified token.
+pub fn payload(jws: &Jws<'_>) -> Result<Map<String, Value>, Invalid> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(jws.payload_b64)
+        .map_err(|_| Invalid::Malformed)?;
+    strict_object(&bytes).ok_or(Invalid::Malformed)
+}
+
+/// A JSON object with no duplicate member anywhere (RFC 7515 §5.2 lets a
+/// parser reject them, and two parsers that pick different duplicates are
+/// a classic bypass).
+pub fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Strict>(bytes).ok()?.0 {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if out.insert(k, v).is_some() {
+                return Err(de::Error::custom("duplicate member"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The value at a dotted path (`realm_access.roles`).
+pub fn claim<'v>(claims: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    let mut segs = path.split('.');
+    let mut v = claims.get(segs.next()?)?;
+    for seg in segs {
+        v = v.as_object()?.get(seg)?;
+    }
+    Some(v)
+}
+
+/// A claim as a header value: strings as they are, arrays joined with
+/// commas (string elements bare, others as JSON), other values as JSON.
+pub fn claim_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The words a `contains` requirement looks in: array elements (strings),
+/// the space-separated words of a string (`scope`), or a scalar's text.
+pub fn claim_items(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => s.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Value::Null => Vec::new(),
+        other => vec![other.to_string()],
+    }
+}
+
+/// Time checks and `iss`/`aud`. `now` and the claims in seconds since the
+/// epoch. Returns `exp` (if any) for the cache.
+pub struct TimeRules<'a> {
+    pub now: i64,
+    pub skew: i64,
+    pub require_exp: bool,
+    pub issuer: Option<&'a str>,
+    pub audiences: &'a [String],
+}
+
+fn seconds(v: &Value) -> Result<i64, Invalid> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .ok_or(Invalid::Malformed),
+        _ => Err(Invalid::Malformed),
+    }
+}
+
+impl TimeRules<'_> {
+    pub fn check(&self, claims: &Map<String, Value>) -> Result<(Option<i64>, Option<i64>), Invalid> {
+        let exp = claims.get("exp").map(seconds).transpose()?;
+        let nbf = claims.get("nbf").map(seconds).transpose()?;
+        let iat = claims.get("iat").map(seconds).transpose()?;
+        match exp {
+            Some(exp) if self.now > exp.saturating_add(self.skew) => return Err(Invalid::Expired),
+            None if self.require_exp => return Err(Invalid::MissingExp),
+            _ => {}
+        }
+        if let Some(nbf) = nbf {
+            if self.now.saturating_add(self.skew) < nbf {
+                return Err(Invalid::NotYetValid);
+            }
+        }
+        if let Some(iat) = iat {
+            if iat > self.now.saturating_add(self.skew) {
+                return Err(Invalid::IssuedInFuture);
+            }
+        }
+        if let Some(want) = self.issuer {
+            match claims.get("iss") {
+                Some(Value::String(iss)) if iss == want => {}
+                _ => return Err(Invalid::Issuer),
+            }
+        }
+        if !self.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => self.audiences.iter().any(|w| w == a),
+                Some(Value::Array(list)) => list.iter().any(|a| {
+                    a.as_str()
+                        .is_some_and(|a| self.audiences.iter().any(|w| w == a))
+                }),
+                _ => false,
+            };
+            if !ok {
+                return Err(Invalid::Audience);
+            }
+        }
+        Ok((exp, nbf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn tok(header: &str, payload: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
+    }
+
+    const RS: &[Alg] = &[Alg::RS256];
+
+    #[test]
+    fn alg_none_in_any_casing_is_refused() {
+        for none in ["none", "None", "NONE", "nOnE"] {
+            let t = tok(&format!(r#"{{"alg":"{none}"}}"#), "{}");
+            assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Algorithm, "{none}");
+        }
+        // Unsigned form "header.payload." has an empty signature.
+        let t = format!("{}.{}.", b64(r#"{"alg":"RS256"}"#), b64("{}"));
+        assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Malformed);
+    }
+
+    #[test]
+    fn alg_outside_the_allow_list_or_miscased_is_refused() {
+        for alg in [r#""HS256""#, r#""rs256""#, r#"null"#, r#"1"#] {
+            let t = tok(&format!(r#"{{"alg":{alg}}}"#), "{}");
+            assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Algorithm, "{alg}");
+        }
+        let t = tok(r#"{"typ":"JWT"}"#, "{}");
+        assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Algorithm);
+    }
+
+    #[test]
+    fn crit_is_refused_even_empty() {
+        for crit in [r#"["exp"]"#, "[]", r#""x""#] {
+            let t = tok(&format!(r#"{{"alg":"RS256","crit":{crit}}}"#), "{}");
+            assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Crit);
+        }
+        let t = tok(r#"{"alg":"RS256","b64":false}"#, "{}");
+        assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Crit);
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_at_any_depth() {
+        let t = tok(r#"{"alg":"RS256","alg":"HS256"}"#, "{}");
+        assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Malformed);
+        assert!(strict_object(br#"{"a":{"b":1,"b":2}}"#).is_none());
+        assert!(strict_object(br#"{"a":[{"b":1,"b":2}]}"#).is_none());
+        assert!(strict_object(br#"{"a":{"b":1,"c":2}}"#).is_some());
+    }
+
+    #[test]
+    fn shape_and_base64_are_strict() {
+        let good_h = b64(r#"{"alg":"RS256"}"#);
+        for bad in [
+            String::new(),
+            "a.b".into(),
+            "a.b.c.d".into(),
+            format!("{good_h}..c2ln"),
+            format!("{good_h}=.e30.c2ln"),
+            format!("{good_h}.e30.c2ln="),
+            format!("{good_h}.e30.c2l+"),
+            format!("{}.e30.c2ln", b64("[1]")),
+            format!("{}.e30.c2ln", b64("not json")),
+        ] {
+            assert!(parse(&bad, 8192, RS).is_err(), "{bad}");
+        }
+        assert!(parse(&format!("{good_h}.e30.c2ln"), 8192, RS).is_ok());
+    }
+
+    #[test]
+    fn size_is_checked_first() {
+        let t = "x".repeat(9000);
+        assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::TooLong);
+    }
+
+    #[test]
+    fn kid_must_be_a_string() {
+        let t = tok(r#"{"alg":"RS256","kid":5}"#, "{}");
+        assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Malformed);
+        let t = tok(r#"{"alg":"RS256","kid":"k1","jku":"http://evil/"}"#, "{}");
+        assert_eq!(parse(&t, 8192, RS).unwrap().kid.as_deref(), Some("k1"));
+    }
+
+    fn rules<'a>(aud: &'a [String]) -> TimeRules<'a> {
+        TimeRules {
+            now: 1000,
+            skew: 60,
+            require_exp: true,
+            issuer: Some("iss"),
+            audiences: aud,
+        }
+    }
+
+    fn claims(json: &str) -> Map<String, Value> {
+        strict_object(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn time_and_identity_claims() {
+        let aud = vec!["api".to_string()];
+        let r = rules(&aud);
+        let ok = claims(r#"{"iss":"iss","aud":"api","exp":1100}"#);
+        assert_eq!(r.check(&ok).unwrap(), (Some(1100), None));
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"iss","aud":"api","exp":900}"#)),
+            Err(Invalid::Expired)
+        );
+        // Inside the skew.
+        assert!(r.check(&claims(r#"{"iss":"iss","aud":"api","exp":950}"#)).is_ok());
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"iss","aud":"api"}"#)),
+            Err(Invalid::MissingExp)
+        );
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"iss","aud":"api","exp":2000,"nbf":1100}"#)),
+            Err(Invalid::NotYetValid)
+        );
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"iss","aud":"api","exp":2000,"iat":1100}"#)),
+            Err(Invalid::IssuedInFuture)
+        );
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"other","aud":"api","exp":2000}"#)),
+            Err(Invalid::Issuer)
+        );
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"iss","aud":["x","y"],"exp":2000}"#)),
+            Err(Invalid::Audience)
+        );
+        assert!(r.check(&claims(r#"{"iss":"iss","aud":["x","api"],"exp":2000}"#)).is_ok());
+        assert_eq!(
+            r.check(&claims(r#"{"iss":"iss","aud":"api","exp":"2000"}"#)),
+            Err(Invalid::Malformed)
+        );
+    }
+
+    #[test]
+    fn claim_paths_and_rendering() {
+        let c = claims(r#"{"realm_access":{"roles":["a","b",3]},"n":5,"s":"x y","o":{"k":true}}"#);
+        assert_eq!(claim_text(claim(&c, "realm_access.roles").unwrap()), "a,b,3");
+        assert_eq!(claim_text(claim(&c, "n").unwrap()), "5");
+        assert_eq!(claim_text(claim(&c, "o").unwrap()), r#"{"k":true}"#);
+        assert!(claim(&c, "realm_access.nope").is_none());
+        assert!(claim(&c, "n.x").is_none());
+        assert_eq!(claim_items(claim(&c, "s").unwrap()), vec!["x", "y"]);
+    }
+}

@@ -1,0 +1,1252 @@
+//! authn as a meshguard stage: rules pick what a request needs, tokens
+//! are found, checked (cache first, junk refused before any signature
+//! work), and turned into owned request headers and the identity fact.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use meshguard_authn_crypto::Alg;
+use meshguard_common::config::{ConfigError, JsonPath};
+use meshguard_common::headers::{host_without_port, path_only, HeaderSource};
+use meshguard_common::metrics::name;
+use meshguard_stage::{
+    Cx, Host, HttpCallout, Identity, LocalReply, MetricId, MetricsRegistry, Needs, Reply, Request,
+    RootCx, SharedWrite, Stage, Step, Token,
+};
+
+use crate::cache::{self, ClaimVal, Lookup, Tagger, Verified};
+use crate::config::{AuthnConfig, PathMatch, Requirement, TokenSource};
+use crate::jwks::{self, Why};
+use crate::jwt::{self, Invalid, TimeRules};
+use crate::keys::{self, KeySet};
+
+const HASH_KEY: &str = "meshguard.authn.hashkey";
+/// Slots the timer checks for expired entries per tick.
+const SWEEP_PER_TICK: u32 = 256;
+
+enum KeySource {
+    Inline,
+    Remote {
+        cluster: String,
+        authority: String,
+        path: String,
+        timeout: Duration,
+    },
+    Oidc {
+        cluster: String,
+        authority: String,
+        path: String,
+        timeout: Duration,
+    },
+}
+
+struct ProviderMetrics {
+    fetch_ok: MetricId,
+    fetch_failed: MetricId,
+    keys_loaded: MetricId,
+    keys_skipped_weak: MetricId,
+    fail_open: MetricId,
+}
+
+struct Provider {
+    name: String,
+    issuer: Option<String>,
+    audiences: Vec<String>,
+    algs: Vec<Alg>,
+    keys_from: KeySource,
+    ttl_ms: u64,
+    min_refetch_ms: u64,
+    fail_open: bool,
+    sources: Vec<TokenSource>,
+    skew: i64,
+    require_exp: bool,
+    max_token: usize,
+    identity_header: Rc<str>,
+    identity_claim: usize,
+    claim_headers: Vec<(usize, Rc<str>)>,
+    payload_header: Option<Rc<str>>,
+    forward: bool,
+    m: ProviderMetrics,
+}
+
+impl Provider {
+    fn timeout_ms(&self) -> u64 {
+        match &self.keys_from {
+            KeySource::Inline => 0,
+            KeySource::Remote { timeout, .. } | KeySource::Oidc { timeout, .. } => {
+                timeout.as_millis() as u64
+            }
+        }
+    }
+}
+
+enum HostPat {
+    Exact(String),
+    Suffix(String),
+}
+
+enum PathPat {
+    Exact(String),
+    Prefix(String),
+    Regex(regex_lite::Regex),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Public,
+    Any,
+    All,
+    Optional,
+}
+
+struct Rule {
+    hosts: Vec<HostPat>,
+    path: Option<PathPat>,
+    methods: Vec<String>,
+    kind: Kind,
+    providers: Vec<usize>,
+    /// (claim index, value)
+    claims: Vec<(usize, String)>,
+    /// The `scope` parameter of a 403 challenge.
+    scope: Option<String>,
+    forward: bool,
+}
+
+struct Metrics {
+    allowed: MetricId,
+    public: MetricId,
+    denied: Vec<(Invalid, MetricId)>,
+    denied_missing: MetricId,
+    denied_claims: MetricId,
+    denied_no_rule: MetricId,
+    unavailable: MetricId,
+    cors: MetricId,
+    cache_hit: MetricId,
+    cache_miss: MetricId,
+    cache_evicted: MetricId,
+    cache_expired_removed: MetricId,
+}
+
+struct Local {
+    keys: Rc<KeySet>,
+    /// CAS of the shared entry these keys were parsed from (0: none).
+    cas: u32,
+    fetched_at_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FetchKind {
+    Discovery,
+    Jwks,
+}
+
+#[derive(Default)]
+struct Vm {
+    local: Vec<Local>,
+    tagger: Option<Tagger>,
+    sweep_next: u32,
+    /// Root callouts in flight: (token, provider, kind).
+    root_calls: Vec<(Token, usize, FetchKind)>,
+}
+
+/// The authn stage.
+pub struct Authn {
+    providers: Vec<Provider>,
+    rules: Vec<Rule>,
+    bypass_cors: bool,
+    realm: String,
+    cache_slots: u32,
+    config_fp: u64,
+    claim_paths: Vec<String>,
+    owned: Vec<Rc<str>>,
+    vm: RefCell<Vm>,
+    m: Metrics,
+}
+
+/// Per request: the key fetch this request waits on, if any.
+#[derive(Default)]
+pub struct PerRequest {
+    waiting: Option<(usize, FetchKind)>,
+    /// A fetch already ran for this request: never wait twice.
+    fetched: bool,
+}
+
+/// How one provider's check ended.
+enum Check {
+    Ok(Verified),
+    Absent,
+    Bad(Invalid),
+    /// Keys are being fetched for this request.
+    Fetch(Token, usize, FetchKind),
+    /// No keys yet and none can be fetched now.
+    Unavailable(usize),
+}
+
+fn claim_index(paths: &mut Vec<String>, p: &str) -> usize {
+    match paths.iter().position(|x| x == p) {
+        Some(i) => i,
+        None => {
+            paths.push(p.to_string());
+            paths.len() - 1
+        }
+    }
+}
+
+fn now_secs(host: &dyn Host) -> i64 {
+    host.now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_ms(host: &dyn Host) -> u64 {
+    host.now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn json_escape(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+impl Stage for Authn {
+    const NAME: &'static str = "authn";
+    const CONFIG_KEY: &'static str = "authn";
+    type Config = AuthnConfig;
+    type PerRequest = PerRequest;
+
+    fn build(
+        config: AuthnConfig,
+        at: &JsonPath,
+        reg: &mut dyn MetricsRegistry,
+    ) -> Result<Self, ConfigError> {
+        let algs = config.validate_at(at)?;
+        let config_fp = cache::fingerprint(&serde_json::to_vec(&config).unwrap_or_default());
+        let mut claim_paths = Vec::new();
+        let mut owned: Vec<Rc<str>> = Vec::new();
+        let mut own = |h: &str| -> Rc<str> {
+            let lower = h.to_ascii_lowercase();
+            match owned.iter().find(|o| o.as_ref() == lower) {
+                Some(o) => Rc::clone(o),
+                None => {
+                    let rc: Rc<str> = lower.into();
+                    owned.push(Rc::clone(&rc));
+                    rc
+                }
+            }
+        };
+        let mut providers = Vec::new();
+        let mut local = Vec::new();
+        for ((i, p), algs) in config.providers.iter().enumerate().zip(algs) {
+            let pat = at.field("providers").index(i);
+            let mut keys = KeySet::default();
+            let keys_from = if let Some(doc) = &p.jwks.inline {
+                keys = keys::parse_inline(doc, &algs).map_err(|(k, e)| {
+                    let path = pat.field("jwks").field("inline");
+                    match k {
+                        Some(k) => path.field("keys").index(k).err(e),
+                        None => path.err(e),
+                    }
+                })?;
+                KeySource::Inline
+            } else if let Some(r) = &p.jwks.remote {
+                KeySource::Remote {
+                    cluster: r.cluster.clone(),
+                    authority: r.authority.clone().unwrap_or_else(|| r.cluster.clone()),
+                    path: r.path.clone().unwrap_or_default(),
+                    timeout: Duration::from_millis(r.timeout_ms),
+                }
+            } else if let Some(r) = &p.jwks.oidc {
+                KeySource::Oidc {
+                    cluster: r.cluster.clone(),
+                    authority: r.authority.clone().unwrap_or_else(|| r.cluster.clone()),
+                    path: r
+                        .path
+                        .clone()
+                        .unwrap_or_else(|| "/.well-known/openid-configuration".into()),
+                    timeout: Duration::from_millis(r.timeout_ms),
+                }
+            } else {
+                return Err(pat.field("jwks").err("expected one of `inline`, `remote`, `oidc`"));
+            };
+            local.push(Local {
+                keys: Rc::new(keys),
+                cas: 0,
+                fetched_at_ms: 0,
+            });
+            let n = p.name.as_str();
+            providers.push(Provider {
+                name: p.name.clone(),
+                issuer: p.issuer.clone(),
+                audiences: p.audiences.clone(),
+                algs,
+                keys_from,
+                ttl_ms: p.jwks.cache_seconds * 1000,
+                min_refetch_ms: p.jwks.min_refetch_seconds * 1000,
+                fail_open: p.jwks.fail_open,
+                sources: p.sources.clone(),
+                skew: p.clock_skew_seconds as i64,
+                require_exp: p.require_expiration,
+                max_token: p.max_token_bytes,
+                identity_header: own(&p.identity.header),
+                identity_claim: claim_index(&mut claim_paths, &p.identity.claim),
+                claim_headers: p
+                    .claims_to_headers
+                    .iter()
+                    .map(|c| (claim_index(&mut claim_paths, &c.claim), own(&c.header)))
+                    .collect(),
+                payload_header: p.payload_header.as_deref().map(&mut own),
+                forward: p.forward,
+                m: ProviderMetrics {
+                    fetch_ok: reg.counter(&name("meshguard_authn_jwks_fetch_ok", &[n])),
+                    fetch_failed: reg.counter(&name("meshguard_authn_jwks_fetch_failed", &[n])),
+                    keys_loaded: reg.gauge(&name("meshguard_authn_jwks_keys", &[n])),
+                    keys_skipped_weak: reg
+                        .counter(&name("meshguard_authn_jwks_keys_skipped_weak", &[n])),
+                    fail_open: reg.counter(&name("meshguard_authn_fail_open", &[n])),
+                },
+            });
+        }
+        let index: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        let mut rules = Vec::new();
+        for r in &config.rules {
+            let (kind, list) = match &r.requires {
+                Requirement::Public => (Kind::Public, &Vec::new()),
+                Requirement::Any(l) => (Kind::Any, l),
+                Requirement::All(l) => (Kind::All, l),
+                Requirement::Optional(l) => (Kind::Optional, l),
+            };
+            let m = r.match_.clone().unwrap_or(crate::config::MatchConfig {
+                hosts: Vec::new(),
+                path: None,
+                methods: Vec::new(),
+            });
+            let scope: Vec<&str> = r
+                .claims
+                .iter()
+                .filter(|c| c.claim == "scope")
+                .map(|c| c.contains.as_str())
+                .collect();
+            rules.push(Rule {
+                hosts: m
+                    .hosts
+                    .iter()
+                    .map(|h| match h.strip_prefix("*.") {
+                        Some(s) => HostPat::Suffix(format!(".{}", s.to_ascii_lowercase())),
+                        None => HostPat::Exact(h.to_ascii_lowercase()),
+                    })
+                    .collect(),
+                path: match m.path {
+                    None => None,
+                    Some(PathMatch::Exact(p)) => Some(PathPat::Exact(p)),
+                    Some(PathMatch::Prefix(p)) => Some(PathPat::Prefix(p)),
+                    Some(PathMatch::Regex(r)) => {
+                        // Validated already; anchored to the whole path.
+                        regex_lite::Regex::new(&format!("^(?:{r})$"))
+                            .ok()
+                            .map(PathPat::Regex)
+                    }
+                },
+                methods: m.methods,
+                kind,
+                providers: list
+                    .iter()
+                    .filter_map(|n| index.iter().position(|x| x == n))
+                    .collect(),
+                claims: r
+                    .claims
+                    .iter()
+                    .map(|c| (claim_index(&mut claim_paths, &c.claim), c.contains.clone()))
+                    .collect(),
+                scope: (!scope.is_empty()).then(|| scope.join(" ")),
+                forward: r.forward_token,
+            });
+        }
+        let m = Metrics {
+            allowed: reg.counter("meshguard_authn_allowed"),
+            public: reg.counter("meshguard_authn_public"),
+            denied: Invalid::ALL
+                .iter()
+                .map(|i| (*i, reg.counter(&name("meshguard_authn_denied", &[i.reason()]))))
+                .collect(),
+            denied_missing: reg.counter("meshguard_authn_denied.missing"),
+            denied_claims: reg.counter("meshguard_authn_denied.insufficient_claims"),
+            denied_no_rule: reg.counter("meshguard_authn_denied.no_rule"),
+            unavailable: reg.counter("meshguard_authn_unavailable"),
+            cors: reg.counter("meshguard_authn_cors_preflight"),
+            cache_hit: reg.counter("meshguard_authn_cache_hit"),
+            cache_miss: reg.counter("meshguard_authn_cache_miss"),
+            cache_evicted: reg.counter("meshguard_authn_cache_evicted"),
+            cache_expired_removed: reg.counter("meshguard_authn_cache_expired_removed"),
+        };
+        log::info!(
+            "authn: configured {} provider(s), {} rule(s)",
+            providers.len(),
+            rules.len()
+        );
+        Ok(Self {
+            providers,
+            rules,
+            bypass_cors: config.bypass_cors_preflight,
+            realm: config.realm,
+            cache_slots: config.cache.max_entries,
+            config_fp,
+            claim_paths,
+            owned,
+            vm: RefCell::new(Vm {
+                local,
+                ..Vm::default()
+            }),
+            m,
+        })
+    }
+
+    fn needs(&self) -> Needs {
+        let remote = self
+            .providers
+            .iter()
+            .any(|p| !matches!(p.keys_from, KeySource::Inline));
+        Needs {
+            tick: (remote || self.cache_slots > 0).then_some(Duration::from_secs(1)),
+            ..Needs::default()
+        }
+    }
+
+    fn owned_request_headers(&self) -> &[Rc<str>] {
+        &self.owned
+    }
+
+    fn when_headers_unreadable(&self) -> Step {
+        Step::Respond(
+            LocalReply::new(503, &b"{\"error\":\"temporarily_unavailable\"}\n"[..])
+                .header("content-type", "application/json")
+                .details("meshguard_authn_unreadable"),
+        )
+    }
+
+    fn on_request_headers(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
+        for h in &self.owned {
+            rq.remove(h);
+        }
+        self.decide(rq, st, cx)
+    }
+
+    fn on_callout(
+        &self,
+        reply: Reply<'_>,
+        rq: &mut Request<'_>,
+        st: &mut PerRequest,
+        cx: &mut Cx<'_>,
+    ) -> Step {
+        let Some((p, kind)) = st.waiting.take() else {
+            return self.decide(rq, st, cx);
+        };
+        st.fetched = true;
+        let mut next = None;
+        self.fetch_answered(p, kind, reply, cx.host(), &mut |id, d| next_bump(&mut next, id, d));
+        let mut follow_up = None;
+        if let Some(call) = self.follow_up(p, kind, cx.host()) {
+            match cx.http_call(&call.callout()) {
+                Ok(t) => follow_up = Some(t),
+                Err(e) => {
+                    log::warn!("authn: cannot fetch keys for `{}`: {e:?}", self.providers.get(p).map(|x| x.name.as_str()).unwrap_or(""));
+                    if let Some(pr) = self.providers.get(p) {
+                        jwks::release(cx.host(), &pr.name);
+                    }
+                }
+            }
+        }
+        for (id, d) in next.unwrap_or_default() {
+            cx.add(id, d);
+        }
+        if let Some(t) = follow_up {
+            st.waiting = Some((p, FetchKind::Jwks));
+            return Step::Wait(t);
+        }
+        self.decide(rq, st, cx)
+    }
+
+    fn on_tick(&self, cx: &mut RootCx<'_>) {
+        let now = now_ms(cx.host());
+        let mut bumps: Option<Vec<(MetricId, i64)>> = None;
+        for (i, p) in self.providers.iter().enumerate() {
+            if matches!(p.keys_from, KeySource::Inline) {
+                continue;
+            }
+            self.sync(i, cx.host());
+            let fetched_at = self
+                .vm
+                .borrow()
+                .local
+                .get(i)
+                .map(|l| l.fetched_at_ms)
+                .unwrap_or(0);
+            let due = fetched_at == 0 || now >= fetched_at.saturating_add(p.ttl_ms);
+            if !due
+                || !jwks::try_acquire(
+                    cx.host(),
+                    &p.name,
+                    now,
+                    Why::Refresh,
+                    p.min_refetch_ms,
+                    p.timeout_ms(),
+                )
+            {
+                continue;
+            }
+            let call = self.first_call(i, cx.host());
+            match call.as_ref().map(|c| cx.http_call(&c.callout())) {
+                Some(Ok(t)) => {
+                    if let (Ok(mut vm), Some(c)) = (self.vm.try_borrow_mut(), call) {
+                        vm.root_calls.push((t, i, c.kind));
+                    }
+                }
+                Some(Err(e)) => {
+                    log::warn!("authn: cannot fetch keys for `{}`: {e:?}", p.name);
+                    next_bump(&mut bumps, p.m.fetch_failed, 1);
+                    jwks::release(cx.host(), &p.name);
+                }
+                None => jwks::release(cx.host(), &p.name),
+            }
+        }
+        self.sweep(cx.host(), &mut bumps);
+        for (id, d) in bumps.unwrap_or_default() {
+            cx.add(id, d);
+        }
+    }
+
+    fn on_root_callout(&self, token: Token, reply: Reply<'_>, cx: &mut RootCx<'_>) {
+        let found = {
+            let Ok(mut vm) = self.vm.try_borrow_mut() else {
+                return;
+            };
+            let pos = vm.root_calls.iter().position(|(t, _, _)| *t == token);
+            pos.map(|i| vm.root_calls.swap_remove(i))
+        };
+        let Some((_, p, kind)) = found else { return };
+        let mut bumps = None;
+        self.fetch_answered(p, kind, reply, cx.host(), &mut |id, d| next_bump(&mut bumps, id, d));
+        if let Some(call) = self.follow_up(p, kind, cx.host()) {
+            match cx.http_call(&call.callout()) {
+                Ok(t) => {
+                    if let Ok(mut vm) = self.vm.try_borrow_mut() {
+                        vm.root_calls.push((t, p, call.kind));
+                    }
+                }
+                Err(_) => {
+                    if let Some(pr) = self.providers.get(p) {
+                        jwks::release(cx.host(), &pr.name);
+                    }
+                }
+            }
+        }
+        for (id, d) in bumps.unwrap_or_default() {
+            cx.add(id, d);
+        }
+    }
+}
+
+fn next_bump(b: &mut Option<Vec<(MetricId, i64)>>, id: MetricId, d: i64) {
+    b.get_or_insert_with(Vec::new).push((id, d));
+}
+
+/// A key-server request to make.
+struct Call {
+    kind: FetchKind,
+    cluster: String,
+    authority: String,
+    path: String,
+    timeout: Duration,
+}
+
+impl Call {
+    fn callout(&self) -> HttpCallout<'_> {
+        HttpCallout {
+            cluster: &self.cluster,
+            headers: vec![
+                (":method", "GET"),
+                (":path", self.path.as_str()),
+                (":authority", self.authority.as_str()),
+                ("accept", "application/json"),
+            ],
+            body: None,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl Authn {
+    /// The stage's claim-path table (cache records are indexed by it).
+    pub fn claim_paths(&self) -> &[String] {
+        &self.claim_paths
+    }
+
+    fn deny(&self, status: u16, challenge: Option<String>, error: &str, description: &str) -> Step {
+        let mut body = format!("{{\"error\":{}", json_escape(error));
+        if !description.is_empty() {
+            body.push_str(&format!(",\"error_description\":{}", json_escape(description)));
+        }
+        body.push_str("}\n");
+        let mut reply = LocalReply::new(status, body.into_bytes())
+            .header("content-type", "application/json")
+            .header("cache-control", "no-store")
+            .details(match status {
+                401 => "meshguard_authn_unauthorized",
+                403 => "meshguard_authn_forbidden",
+                _ => "meshguard_authn_unavailable",
+            });
+        if let Some(c) = challenge {
+            reply = reply.header("www-authenticate", c);
+        }
+        Step::Respond(reply)
+    }
+
+    fn challenge(&self, error: Option<(&str, &str)>, scope: Option<&str>) -> String {
+        let mut c = format!("Bearer realm=\"{}\"", self.realm);
+        if let Some((e, d)) = error {
+            c.push_str(&format!(", error=\"{e}\", error_description=\"{d}\""));
+        }
+        if let Some(s) = scope {
+            if s.bytes().all(|b| b > 0x20 && b != b'"' && b != b'\\' && b < 0x7f || b == b' ') {
+                c.push_str(&format!(", scope=\"{s}\""));
+            }
+        }
+        c
+    }
+
+    fn invalid(&self, why: Invalid, cx: &mut Cx<'_>) -> Step {
+        if let Some((_, id)) = self.m.denied.iter().find(|(i, _)| *i == why) {
+            cx.count(*id);
+        }
+        let d = why.description();
+        self.deny(401, Some(self.challenge(Some(("invalid_token", d)), None)), "invalid_token", d)
+    }
+
+    fn rule_for(&self, rq: &Request<'_>) -> Option<&Rule> {
+        let mut want = [None; 3];
+        rq.first_many(&[":authority", ":path", ":method"], &mut want);
+        let [authority, path, method] = want;
+        let host = host_without_port(authority.unwrap_or_default());
+        let path = path_only(path.unwrap_or_default());
+        let method = method.unwrap_or_default();
+        self.rules.iter().find(|r| {
+            (r.hosts.is_empty()
+                || r.hosts.iter().any(|h| match h {
+                    HostPat::Exact(e) => host.eq_ignore_ascii_case(e.as_bytes()),
+                    HostPat::Suffix(s) => {
+                        host.len() > s.len()
+                            && host
+                                .get(host.len() - s.len()..)
+                                .is_some_and(|t| t.eq_ignore_ascii_case(s.as_bytes()))
+                    }
+                }))
+                && (r.methods.is_empty() || r.methods.iter().any(|m| m.as_bytes() == method))
+                && match &r.path {
+                    None => true,
+                    Some(PathPat::Exact(e)) => path == e.as_bytes(),
+                    Some(PathPat::Prefix(p)) => path.starts_with(p.as_bytes()),
+                    Some(PathPat::Regex(re)) => {
+                        std::str::from_utf8(path).is_ok_and(|p| re.is_match(p))
+                    }
+                }
+        })
+    }
+
+    fn is_preflight(rq: &Request<'_>) -> bool {
+        let mut want = [None; 3];
+        rq.first_many(&[":method", "origin", "access-control-request-method"], &mut want);
+        want[0] == Some(b"OPTIONS".as_slice()) && want[1].is_some() && want[2].is_some()
+    }
+
+    /// The one token `p` reads, if any. Two different ones: ambiguous.
+    fn token_for<'r>(&self, p: &Provider, rq: &'r Request<'_>) -> Result<Option<(&'r str, usize)>, Invalid> {
+        let mut found: Option<(&'r str, usize)> = None;
+        let mut note = |t: &'r [u8], src: usize| -> Result<(), Invalid> {
+            let t = std::str::from_utf8(t).map_err(|_| Invalid::Malformed)?.trim();
+            if t.is_empty() {
+                return Ok(());
+            }
+            match found {
+                Some((prev, _)) if prev != t => Err(Invalid::Ambiguous),
+                Some(_) => Ok(()),
+                None => {
+                    found = Some((t, src));
+                    Ok(())
+                }
+            }
+        };
+        for (si, s) in p.sources.iter().enumerate() {
+            match s {
+                TokenSource::Bearer => {
+                    for (k, v) in rq.pairs() {
+                        if !k.eq_ignore_ascii_case(b"authorization") {
+                            continue;
+                        }
+                        let v = v.trim_ascii_start();
+                        if v.len() > 7 && v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) {
+                            note(v.get(7..).unwrap_or_default(), si)?;
+                        }
+                    }
+                }
+                TokenSource::Header { name, prefix } => {
+                    for (k, v) in rq.pairs() {
+                        if !k.eq_ignore_ascii_case(name.as_bytes()) {
+                            continue;
+                        }
+                        let v = match prefix {
+                            None => Some(v),
+                            Some(pre) => v
+                                .get(..pre.len())
+                                .filter(|h| h.eq_ignore_ascii_case(pre.as_bytes()))
+                                .and_then(|_| v.get(pre.len()..)),
+                        };
+                        if let Some(v) = v {
+                            note(v, si)?;
+                        }
+                    }
+                }
+                TokenSource::Query(q) => {
+                    let path = rq.header(":path").unwrap_or_default();
+                    if let Some(i) = path.iter().position(|b| *b == b'?') {
+                        for pair in path.get(i + 1..).unwrap_or_default().split(|b| *b == b'&') {
+                            let mut kv = pair.splitn(2, |b| *b == b'=');
+                            if kv.next() == Some(q.as_bytes()) {
+                                note(kv.next().unwrap_or_default(), si)?;
+                            }
+                        }
+                    }
+                }
+                TokenSource::Cookie(c) => {
+                    for (k, v) in rq.pairs() {
+                        if !k.eq_ignore_ascii_case(b"cookie") {
+                            continue;
+                        }
+                        for pair in v.split(|b| *b == b';') {
+                            let mut kv = pair.splitn(2, |b| *b == b'=');
+                            if kv.next().map(<[u8]>::trim_ascii) == Some(c.as_bytes()) {
+                                note(kv.next().unwrap_or_default().trim_ascii(), si)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn tagger(&self, host: &mut dyn Host) -> Option<Tagger> {
+        if let Some(t) = self.vm.try_borrow().ok().and_then(|vm| vm.tagger.clone()) {
+            return Some(t);
+        }
+        let key = match host.shared_get(HASH_KEY) {
+            Some((v, _)) if v.len() == 16 => v,
+            _ => {
+                let mut k = [0u8; 16];
+                if !host.random(&mut k) {
+                    return None;
+                }
+                let _ = host.shared_set(HASH_KEY, &k, 0);
+                host.shared_get(HASH_KEY).map(|(v, _)| v).filter(|v| v.len() == 16)?
+            }
+        };
+        let key: [u8; 16] = key.as_slice().try_into().ok()?;
+        let t = Tagger::new(key, self.config_fp, self.cache_slots);
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.tagger = Some(t.clone());
+        }
+        Some(t)
+    }
+
+    /// Re-reads a provider's shared key set if it changed.
+    fn sync(&self, p: usize, host: &mut dyn Host) {
+        let Some(pr) = self.providers.get(p) else { return };
+        if matches!(pr.keys_from, KeySource::Inline) {
+            return;
+        }
+        let Some((cas, fetched, _, doc)) = jwks::load(host, &pr.name) else {
+            return;
+        };
+        let Ok(mut vm) = self.vm.try_borrow_mut() else { return };
+        let Some(local) = vm.local.get_mut(p) else { return };
+        if local.cas == cas {
+            return;
+        }
+        match keys::parse_fetched(&doc, &pr.algs) {
+            Ok((set, _)) => {
+                local.keys = Rc::new(set);
+                local.cas = cas;
+                local.fetched_at_ms = fetched;
+            }
+            Err(e) => log::warn!("authn: shared JWKS of `{}` unusable: {e}", pr.name),
+        }
+    }
+
+    fn keys(&self, p: usize) -> Rc<KeySet> {
+        self.vm
+            .try_borrow()
+            .ok()
+            .and_then(|vm| vm.local.get(p).map(|l| Rc::clone(&l.keys)))
+            .unwrap_or_default()
+    }
+
+    fn first_call(&self, p: usize, host: &dyn Host) -> Option<Call> {
+        let pr = self.providers.get(p)?;
+        match &pr.keys_from {
+            KeySource::Inline => None,
+            KeySource::Remote {
+                cluster,
+                authority,
+                path,
+                timeout,
+            } => Some(Call {
+                kind: FetchKind::Jwks,
+                cluster: cluster.clone(),
+                authority: authority.clone(),
+                path: path.clone(),
+                timeout: *timeout,
+            }),
+            KeySource::Oidc {
+                cluster,
+                authority,
+                path,
+                timeout,
+            } => Some(match jwks::discovered(host, &pr.name) {
+                Some((a, jp)) => Call {
+                    kind: FetchKind::Jwks,
+                    cluster: cluster.clone(),
+                    authority: a,
+                    path: jp,
+                    timeout: *timeout,
+                },
+                None => Call {
+                    kind: FetchKind::Discovery,
+                    cluster: cluster.clone(),
+                    authority: authority.clone(),
+                    path: path.clone(),
+                    timeout: *timeout,
+                },
+            }),
+        }
+    }
+
+    /// After discovery answered: the JWKS fetch, if discovery worked.
+    fn follow_up(&self, p: usize, kind: FetchKind, host: &dyn Host) -> Option<Call> {
+        if kind != FetchKind::Discovery {
+            return None;
+        }
+        let pr = self.providers.get(p)?;
+        jwks::discovered(host, &pr.name)?;
+        self.first_call(p, host)
+    }
+
+    /// Handles a key-server answer: publish good keys, keep old ones
+    /// otherwise; releases the lock unless a follow-up call comes.
+    fn fetch_answered(
+        &self,
+        p: usize,
+        kind: FetchKind,
+        reply: Reply<'_>,
+        host: &mut dyn Host,
+        bump: &mut dyn FnMut(MetricId, i64),
+    ) {
+        let Some(pr) = self.providers.get(p) else { return };
+        let body = match reply {
+            Reply::Response { status: 200, body, .. } => Ok(body),
+            Reply::Response { status, .. } => Err(format!("status {status}")),
+            Reply::Failed => Err("no answer".to_string()),
+        };
+        let result = body.and_then(|b| match kind {
+            FetchKind::Discovery => keys::discovery_jwks_uri(b).map(|(a, path)| {
+                jwks::store_discovered(host, &pr.name, &a, &path);
+                None
+            }),
+            FetchKind::Jwks => keys::parse_fetched(b, &pr.algs).map(|(set, skipped)| {
+                let now = now_ms(host);
+                let prev = jwks::store(host, &pr.name, now, set.len() as u32, b);
+                bump(pr.m.keys_loaded, set.len() as i64 - i64::from(prev));
+                if skipped.weak > 0 {
+                    bump(pr.m.keys_skipped_weak, i64::from(skipped.weak));
+                }
+                Some(set.len())
+            }),
+        });
+        match result {
+            Ok(None) => return, // discovery done; the JWKS fetch follows
+            Ok(Some(n)) => {
+                bump(pr.m.fetch_ok, 1);
+                log::info!("authn: loaded {n} key(s) for `{}`", pr.name);
+            }
+            Err(e) => {
+                bump(pr.m.fetch_failed, 1);
+                log::warn!(
+                    "authn: key fetch for `{}` failed ({e}); keeping the last good keys",
+                    pr.name
+                );
+            }
+        }
+        jwks::release(host, &pr.name);
+        self.sync(p, host);
+    }
+
+    /// The keys for a token, fetching (and waiting) when allowed.
+    fn key_check(
+        &self,
+        p: usize,
+        jws: &jwt::Jws<'_>,
+        st: &PerRequest,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), Check> {
+        let Some(pr) = self.providers.get(p) else {
+            return Err(Check::Bad(Invalid::UnknownKey));
+        };
+        let mut keys = self.keys(p);
+        let inline = matches!(pr.keys_from, KeySource::Inline);
+        let known = |k: &KeySet| match jws.kid.as_deref() {
+            Some(kid) => k.has_kid(kid),
+            None => !k.is_empty(),
+        };
+        if !inline && !known(&keys) {
+            self.sync(p, cx.host());
+            keys = self.keys(p);
+        }
+        if inline || known(&keys) {
+            return keys
+                .select(jws.kid.as_deref(), jws.alg)
+                .and_then(|k| {
+                    if k.key.verify(jws.alg, jws.signing_input, &jws.signature) {
+                        Ok(())
+                    } else {
+                        Err(Invalid::Signature)
+                    }
+                })
+                .map_err(Check::Bad);
+        }
+        let why = if keys.is_empty() { Why::NoKeys } else { Why::UnknownKid };
+        let now = now_ms(cx.host());
+        if !st.fetched
+            && jwks::try_acquire(cx.host(), &pr.name, now, why, pr.min_refetch_ms, pr.timeout_ms())
+        {
+            if let Some(call) = self.first_call(p, cx.host()) {
+                match cx.http_call(&call.callout()) {
+                    Ok(t) => return Err(Check::Fetch(t, p, call.kind)),
+                    Err(e) => {
+                        log::warn!("authn: cannot fetch keys for `{}`: {e:?}", pr.name);
+                        cx.count(pr.m.fetch_failed);
+                    }
+                }
+            }
+            jwks::release(cx.host(), &pr.name);
+        }
+        if keys.is_empty() {
+            Err(Check::Unavailable(p))
+        } else {
+            Err(Check::Bad(Invalid::UnknownKey))
+        }
+    }
+
+    /// Checks `token` for provider `p`: cache, then parse, key, signature,
+    /// claims; stores a success in the cache.
+    fn check(&self, p: usize, token: &str, st: &PerRequest, cx: &mut Cx<'_>) -> Check {
+        let Some(pr) = self.providers.get(p) else {
+            return Check::Bad(Invalid::UnknownKey);
+        };
+        if token.len() > pr.max_token {
+            return Check::Bad(Invalid::TooLong);
+        }
+        let now = now_secs(cx.host());
+        let tag = if self.cache_slots > 0 {
+            self.tagger(cx.host()).map(|t| t.tag(token.as_bytes()))
+        } else {
+            None
+        };
+        let mut evicts = false;
+        if let Some(tag) = &tag {
+            let slot = cache::slot_key(tag.slot);
+            match cx.host().shared_get(&slot) {
+                Some((v, _)) => match cache::lookup(&v, tag, now, pr.skew) {
+                    Lookup::Hit(v) if usize::from(v.provider) == p => {
+                        cx.count(self.m.cache_hit);
+                        return Check::Ok(v);
+                    }
+                    Lookup::Hit(_) | Lookup::Free => {}
+                    Lookup::Taken => evicts = true,
+                },
+                None => {}
+            }
+            cx.count(self.m.cache_miss);
+        }
+        let jws = match jwt::parse(token, pr.max_token, &pr.algs) {
+            Ok(j) => j,
+            Err(e) => return Check::Bad(e),
+        };
+        if let Err(c) = self.key_check(p, &jws, st, cx) {
+            return c;
+        }
+        let claims = match jwt::payload(&jws) {
+            Ok(c) => c,
+            Err(e) => return Check::Bad(e),
+        };
+        let rules = TimeRules {
+            now,
+            skew: pr.skew,
+            require_exp: pr.require_exp,
+            issuer: pr.issuer.as_deref(),
+            audiences: &pr.audiences,
+        };
+        let (exp, nbf) = match rules.check(&claims) {
+            Ok(t) => t,
+            Err(e) => return Check::Bad(e),
+        };
+        let subject = self
+            .claim_paths
+            .get(pr.identity_claim)
+            .and_then(|path| jwt::claim(&claims, path))
+            .map(jwt::claim_text);
+        let v = Verified {
+            provider: p as u16,
+            exp,
+            nbf,
+            subject,
+            claims: self
+                .claim_paths
+                .iter()
+                .map(|path| {
+                    jwt::claim(&claims, path).map(|c| ClaimVal {
+                        text: jwt::claim_text(c),
+                        items: jwt::claim_items(c),
+                    })
+                })
+                .collect(),
+            payload_b64: pr.payload_header.as_ref().map(|_| jws.payload_b64.to_string()),
+        };
+        if let Some(tag) = &tag {
+            let value = cache::entry(tag, &v);
+            if cx.host().shared_set(&cache::slot_key(tag.slot), &value, 0) == SharedWrite::Written
+                && evicts
+            {
+                cx.count(self.m.cache_evicted);
+            }
+        }
+        Check::Ok(v)
+    }
+
+    fn decide(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
+        if self.bypass_cors && Self::is_preflight(rq) {
+            cx.count(self.m.cors);
+            return Step::Continue;
+        }
+        let Some(rule) = self.rule_for(rq) else {
+            cx.count(self.m.denied_no_rule);
+            return self.deny(403, None, "forbidden", "");
+        };
+        if rule.kind == Kind::Public {
+            cx.count(self.m.public);
+            return Step::Continue;
+        }
+        let mut ok: Vec<(usize, Verified, usize)> = Vec::new();
+        let mut first_bad: Option<Invalid> = None;
+        let mut missing = false;
+        let mut unavailable: Option<usize> = None;
+        for &p in &rule.providers {
+            let Some(pr) = self.providers.get(p) else { continue };
+            let found = match self.token_for(pr, rq) {
+                Ok(f) => f,
+                Err(e) => {
+                    first_bad.get_or_insert(e);
+                    if rule.kind == Kind::All {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let check = match found {
+                None => Check::Absent,
+                Some((token, _)) => self.check(p, token, st, cx),
+            };
+            match check {
+                Check::Ok(v) => {
+                    let src = found.map(|(_, s)| s).unwrap_or(0);
+                    ok.push((p, v, src));
+                    if rule.kind != Kind::All {
+                        break;
+                    }
+                }
+                Check::Absent => missing = true,
+                Check::Bad(e) => {
+                    first_bad.get_or_insert(e);
+                }
+                Check::Fetch(t, p, kind) => {
+                    st.waiting = Some((p, kind));
+                    return Step::Wait(t);
+                }
+                Check::Unavailable(p) => {
+                    unavailable.get_or_insert(p);
+                }
+            }
+            if rule.kind == Kind::All && (missing || first_bad.is_some() || unavailable.is_some()) {
+                break;
+            }
+        }
+        let satisfied = match rule.kind {
+            Kind::All => ok.len() == rule.providers.len(),
+            _ => !ok.is_empty(),
+        };
+        if !satisfied {
+            if let Some(e) = first_bad {
+                return self.invalid(e, cx);
+            }
+            if let Some(p) = unavailable {
+                if let Some(pr) = self.providers.get(p).filter(|pr| pr.fail_open) {
+                    cx.count(pr.m.fail_open);
+                    log::warn!("authn: no keys for `{}` yet; failing open", pr.name);
+                    return Step::Continue;
+                }
+                cx.count(self.m.unavailable);
+                let mut s = self.deny(503, None, "temporarily_unavailable", "");
+                if let Step::Respond(r) = &mut s {
+                    r.headers.push(("retry-after".into(), "1".into()));
+                }
+                return s;
+            }
+            if rule.kind == Kind::Optional && missing {
+                cx.count(self.m.public);
+                return Step::Continue;
+            }
+            cx.count(self.m.denied_missing);
+            return self.deny(
+                401,
+                Some(self.challenge(None, None)),
+                "unauthorized",
+                "a bearer token is required",
+            );
+        }
+        // Required claims: each must be in one of the verified tokens.
+        for (ci, want) in &rule.claims {
+            let has = ok.iter().any(|(_, v, _)| {
+                v.claims
+                    .get(*ci)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.items.iter().any(|i| i == want))
+            });
+            if !has {
+                cx.count(self.m.denied_claims);
+                let d = "the token lacks a required claim";
+                return self.deny(
+                    403,
+                    Some(self.challenge(Some(("insufficient_scope", d)), rule.scope.as_deref())),
+                    "insufficient_scope",
+                    d,
+                );
+            }
+        }
+        for (p, v, src) in &ok {
+            let Some(pr) = self.providers.get(*p) else { continue };
+            if let Some(s) = &v.subject {
+                rq.set(Rc::clone(&pr.identity_header), s.as_str());
+            }
+            for (ci, h) in &pr.claim_headers {
+                if let Some(Some(c)) = v.claims.get(*ci) {
+                    rq.set(Rc::clone(h), c.text.as_str());
+                }
+            }
+            if let (Some(h), Some(b)) = (&pr.payload_header, &v.payload_b64) {
+                rq.set(Rc::clone(h), b.as_str());
+            }
+            if !pr.forward && !rule.forward {
+                self.strip_token(rq, pr.sources.get(*src));
+            }
+        }
+        if cx.facts_wanted() {
+            if let Some((p, v, _)) = ok.first() {
+                if let Some(s) = &v.subject {
+                    cx.facts.identity = Some(Identity {
+                        subject: s.as_str().into(),
+                        issuer: self
+                            .providers
+                            .get(*p)
+                            .and_then(|pr| pr.issuer.as_deref())
+                            .map(Rc::from),
+                    });
+                }
+            }
+        }
+        cx.count(self.m.allowed);
+        Step::Continue
+    }
+
+    fn strip_token(&self, rq: &mut Request<'_>, source: Option<&TokenSource>) {
+        match source {
+            Some(TokenSource::Bearer) => rq.remove("authorization"),
+            Some(TokenSource::Header { name, .. }) => rq.remove(name.to_ascii_lowercase()),
+            Some(TokenSource::Query(q)) => {
+                let path = rq.header(":path").unwrap_or_default().to_vec();
+                if let Some(i) = path.iter().position(|b| *b == b'?') {
+                    let (base, query) = (path.get(..i).unwrap_or_default(), path.get(i + 1..).unwrap_or_default());
+                    let kept: Vec<&[u8]> = query
+                        .split(|b| *b == b'&')
+                        .filter(|pair| pair.splitn(2, |b| *b == b'=').next() != Some(q.as_bytes()))
+                        .collect();
+                    let mut out = base.to_vec();
+                    if !kept.is_empty() {
+                        out.push(b'?');
+                        out.extend_from_slice(&kept.join(&b'&'));
+                    }
+                    if let Ok(s) = String::from_utf8(out) {
+                        rq.set(":path", s);
+                    }
+                }
+            }
+            Some(TokenSource::Cookie(c)) => {
+                let mut kept: Vec<String> = Vec::new();
+                for (k, v) in rq.pairs() {
+                    if !k.eq_ignore_ascii_case(b"cookie") {
+                        continue;
+                    }
+                    for pair in v.split(|b| *b == b';') {
+                        let name = pair.splitn(2, |b| *b == b'=').next().map(<[u8]>::trim_ascii);
+                        if name != Some(c.as_bytes()) && !pair.trim_ascii().is_empty() {
+                            kept.push(String::from_utf8_lossy(pair.trim_ascii()).into_owned());
+                        }
+                    }
+                }
+                if kept.is_empty() {
+                    rq.remove("cookie");
+                } else {
+                    rq.set("cookie", kept.join("; "));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Empties expired cache slots, a few per tick.
+    fn sweep(&self, host: &mut dyn Host, bumps: &mut Option<Vec<(MetricId, i64)>>) {
+        if self.cache_slots == 0 {
+            return;
+        }
+        let now = now_secs(host);
+        let start = self.vm.try_borrow().map(|vm| vm.sweep_next).unwrap_or(0);
+        let n = SWEEP_PER_TICK.min(self.cache_slots);
+        let mut removed = 0;
+        for i in 0..n {
+            let slot = (start + i) % self.cache_slots;
+            let key = cache::slot_key(slot);
+            if let Some((v, cas)) = host.shared_get(&key) {
+                if !v.is_empty()
+                    && cache::expired(&v, now, 0)
+                    && host.shared_set(&key, &[], cas) == SharedWrite::Written
+                {
+                    removed += 1;
+                }
+            }
+        }
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.sweep_next = (start + n) % self.cache_slots;
+        }
+        if removed > 0 {
+            next_bump(bumps, self.m.cache_expired_removed, removed);
+        }
+    }
+}
