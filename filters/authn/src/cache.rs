@@ -15,6 +15,8 @@
 //!   never verifies a signature and never parses JSON; it is refused once
 //!   `exp` (+ skew) has passed.
 
+use std::hash::Hasher;
+
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 /// A claim's value as the outputs and requirements need it.

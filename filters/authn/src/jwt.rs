@@ -111,7 +111,7 @@ const MAX_HEADER: usize = 2048;
 
 /// Parses `token` up to (not including) signature verification.
 /// `allowed` is the provider's algorithm list.
-pub fn parse(token: &str, max_len: usize, allowed: &[Alg]) -> Result<Jws<'_>, Invalid> {
+pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<'t>, Invalid> {
     if token.len() > max_len {
         return Err(Invalid::TooLong);
     }

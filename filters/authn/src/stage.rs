@@ -1144,15 +1144,15 @@ impl Authn {
         for (p, v, src) in &ok {
             let Some(pr) = self.providers.get(*p) else { continue };
             if let Some(s) = &v.subject {
-                rq.set(Rc::clone(&pr.identity_header), s.as_str());
+                rq.set(Rc::clone(&pr.identity_header), s.clone());
             }
             for (ci, h) in &pr.claim_headers {
                 if let Some(Some(c)) = v.claims.get(*ci) {
-                    rq.set(Rc::clone(h), c.text.as_str());
+                    rq.set(Rc::clone(h), c.text.clone());
                 }
             }
             if let (Some(h), Some(b)) = (&pr.payload_header, &v.payload_b64) {
-                rq.set(Rc::clone(h), b.as_str());
+                rq.set(Rc::clone(h), b.clone());
             }
             if !pr.forward && !rule.forward {
                 self.strip_token(rq, pr.sources.get(*src));
@@ -1235,7 +1235,7 @@ impl Authn {
             let key = cache::slot_key(slot);
             if let Some((v, cas)) = host.shared_get(&key) {
                 if !v.is_empty()
-                    && cache::expired(&v, now, 0)
+                    && cache::expired(&v, now, 300)
                     && host.shared_set(&key, &[], cas) == SharedWrite::Written
                 {
                     removed += 1;

@@ -14,7 +14,8 @@ pub const AB_VARIANT_HEADER: &str = "x-ab-variant";
 pub const AB_FORCE_HEADER: &str = "x-ab-force";
 pub const AB_FORCE_SECRET_HEADER: &str = "x-ab-force-secret";
 
-/// Request header carrying the authenticated subject. The authn filter
-/// strips any client copy and sets it; later filters (ab-routing's sticky
-/// key, ratelimit's key, accesslog) read it.
-pub const IDENTITY_HEADER: &str = "x-meshguard-identity";
+/// Request header carrying the authenticated subject (by default the JWT
+/// `sub`). The authn filter strips any client copy, in every case variant
+/// and on every path, then sets it; later filters (ab-routing's sticky key,
+/// ratelimit's key, accesslog) and upstreams read it.
+pub const IDENTITY_HEADER: &str = "x-user-id";

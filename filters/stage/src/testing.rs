@@ -412,6 +412,18 @@ impl<C: Chain> Driver<C> {
     pub fn tick(&mut self) {
         self.root.on_tick(&self.chain, &mut self.proxy);
     }
+
+    /// Answers a callout a stage dispatched from a root hook (a timer).
+    /// False if the token is not a pending root callout.
+    pub fn answer_root(&mut self, token: Token, answer: Answer) -> bool {
+        let (n, len) = match &answer {
+            Answer::Response { headers, body, .. } => (headers.len() + 1, body.len()),
+            Answer::Failed => (0, 0),
+        };
+        self.proxy.current_answer = Some(answer);
+        self.root
+            .on_callout(&self.chain, &mut self.proxy, token, n, len)
+    }
 }
 
 thread_local! {

@@ -1,0 +1,300 @@
+//! The shared case table (tests/cases) through the authn stage and the
+//! pipeline the module runs, on the fake proxy; plus the cache and the
+//! key fetch state machine natively.
+
+// Test code: a panic is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod cases;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshguard_authn::Authn;
+use meshguard_stage::pipeline::Flow;
+use meshguard_stage::testing::{run_table, Answer, Driver, FakeProxy, Runtime};
+
+const T0: u64 = 1_800_000_000;
+
+fn driver(config: &str) -> Driver<(Authn,)> {
+    let mut proxy = FakeProxy::new().with_clusters(&["idp"]);
+    proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0));
+    Driver::with_proxy(config.as_bytes(), proxy).unwrap()
+}
+
+fn owned(req: &[(String, String)]) -> Vec<(&str, &str)> {
+    req.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Runs one request; returns upstream headers or the local reply.
+fn exchange(
+    d: &mut Driver<(Authn,)>,
+    req: &[(String, String)],
+) -> (Option<Vec<(String, String)>>, Option<(u16, Option<String>, String)>) {
+    let replies = d.proxy.replies.len();
+    let (mut s, flow) = d.request(&owned(req), true);
+    if d.proxy.replies.len() > replies {
+        let r = d.proxy.replies.last().unwrap().clone();
+        let www = r
+            .headers
+            .iter()
+            .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(b"www-authenticate"))
+            .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        return (None, Some((r.status, www, String::from_utf8_lossy(&r.body).into_owned())));
+    }
+    assert_eq!(flow, Flow::Continue, "request paused without a reply");
+    d.response(&mut s, &[(":status", "200")]);
+    let up = d
+        .proxy
+        .request
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    (Some(up), None)
+}
+
+struct Native {
+    d: Driver<(Authn,)>,
+}
+
+impl Runtime<cases::Case> for Native {
+    fn runtime_name(&self) -> &str {
+        "native"
+    }
+    fn run_case(&mut self, case: &cases::Case) -> Vec<String> {
+        let req = case.request(T0 as i64);
+        let (up, reply) = exchange(&mut self.d, &req);
+        cases::check(case, up.as_deref(), reply)
+    }
+}
+
+#[test]
+fn case_table() {
+    let mut rt = Native { d: driver(&cases::config()) };
+    run_table(&mut rt, cases::CASES);
+    // Twice: the second pass is served from the cache and must agree.
+    run_table(&mut rt, cases::CASES);
+    assert!(rt.d.proxy.counter("meshguard_authn_cache_hit") > 0);
+}
+
+#[test]
+fn cache_hit_skips_signature_and_respects_exp() {
+    let mut d = driver(&cases::config());
+    let req = cases::Case {
+        name: "x",
+        method: "GET",
+        path: "/api",
+        token: Some(cases::Put::Bearer(cases::Tok::Rs256)),
+        extra: &[],
+        expect: cases::Expect::Reply(0, None),
+    }
+    .request(T0 as i64);
+    assert!(exchange(&mut d, &req).0.is_some());
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 1);
+    assert!(exchange(&mut d, &req).0.is_some());
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_hit"), 1);
+    // Past exp (+60 s skew): the cached entry is not served.
+    d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 3600 + 61));
+    let (_, reply) = exchange(&mut d, &req);
+    assert_eq!(reply.unwrap().0, 401);
+    assert_eq!(d.proxy.counter("meshguard_authn_denied.expired"), 1);
+}
+
+#[test]
+fn cache_stays_bounded() {
+    let cfg = cases::config().replace("\"rules\"", "\"cache\":{\"max_entries\":8},\"rules\"");
+    let mut d = driver(&cfg);
+    for i in 0..40 {
+        let req = cases::Case {
+            name: "x",
+            method: "GET",
+            path: "/api",
+            token: Some(cases::Put::Bearer(cases::Tok::Rs256)),
+            extra: &[],
+            expect: cases::Expect::Reply(0, None),
+        }
+        .request(T0 as i64 - i);
+        assert!(exchange(&mut d, &req).0.is_some());
+    }
+    let slots = d.proxy.shared.keys().filter(|k| k.starts_with("meshguard.authn.c.")).count();
+    assert!(slots <= 8, "{slots} cache keys");
+    assert!(d.proxy.counter("meshguard_authn_cache_evicted") > 0);
+}
+
+fn remote_config() -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
+    v["providers"][0]["jwks"] = serde_json::json!({
+        "remote": {"cluster": "idp", "path": "/jwks.json", "timeout_ms": 500},
+        "cache_seconds": 60, "min_refetch_seconds": 30
+    });
+    v.to_string()
+}
+
+fn bearer(t: cases::Tok, now: u64) -> Vec<(String, String)> {
+    cases::Case {
+        name: "x",
+        method: "GET",
+        path: "/api",
+        token: Some(cases::Put::Bearer(t)),
+        extra: &[],
+        expect: cases::Expect::Reply(0, None),
+    }
+    .request(now as i64)
+}
+
+fn jwks_answer(doc: &str) -> Answer {
+    Answer::Response {
+        status: 200,
+        headers: vec![],
+        body: doc.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn first_request_fetches_keys_and_waits() {
+    let mut d = driver(&remote_config());
+    let req = bearer(cases::Tok::Rs256, T0);
+    let (mut s, flow) = d.request(&owned(&req), true);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(d.proxy.calls.len(), 1);
+    assert_eq!(d.proxy.calls[0].cluster, "idp");
+    d.answer(&mut s, jwks_answer(cases::JWKS));
+    assert_eq!(d.proxy.resumed, 1);
+    assert_eq!(d.proxy.request_header("x-user-id").as_deref(), Some("alice"));
+    assert_eq!(d.proxy.counter("meshguard_authn_jwks_fetch_ok.demo"), 1);
+    assert_eq!(d.proxy.counter("meshguard_authn_jwks_keys.demo"), 2);
+}
+
+#[test]
+fn failed_first_fetch_is_503_never_a_hang() {
+    let mut d = driver(&remote_config());
+    let req = bearer(cases::Tok::Rs256, T0);
+    let (mut s, _) = d.request(&owned(&req), true);
+    d.answer(&mut s, Answer::Failed);
+    let r = d.proxy.replies.last().unwrap();
+    assert_eq!(r.status, 503);
+    // Within the backoff, the next request does not fetch again: 503 now.
+    let calls = d.proxy.calls.len();
+    let (r, _) = (exchange(&mut d, &req).1.unwrap(), ());
+    assert_eq!(r.0, 503);
+    assert_eq!(d.proxy.calls.len(), calls);
+}
+
+#[test]
+fn unknown_kid_refetches_at_most_once_per_interval_and_garbage_keeps_old_keys() {
+    let mut d = driver(&remote_config());
+    let req = bearer(cases::Tok::Rs256, T0);
+    let (mut s, _) = d.request(&owned(&req), true);
+    d.answer(&mut s, jwks_answer(cases::JWKS));
+    // A junk kid right after the fetch: no refetch (min interval 30 s).
+    let junk = bearer(cases::Tok::UnknownKid, T0);
+    let calls = d.proxy.calls.len();
+    for _ in 0..50 {
+        assert_eq!(exchange(&mut d, &junk).1.unwrap().0, 401);
+    }
+    assert_eq!(d.proxy.calls.len(), calls, "junk kids caused fetches");
+    // 31 s later an unknown kid may refetch; the server returns garbage.
+    d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 31));
+    let (mut s, flow) = d.request(&owned(&bearer(cases::Tok::UnknownKid, T0 + 31)), true);
+    assert_eq!(flow, Flow::Pause);
+    d.answer(&mut s, jwks_answer("{\"keys\": 5}"));
+    assert_eq!(d.proxy.replies.last().unwrap().status, 401);
+    assert_eq!(d.proxy.counter("meshguard_authn_jwks_fetch_failed.demo"), 1);
+    // The old keys still verify (a fresh token: not from the cache).
+    let fresh = bearer(cases::Tok::Es256, T0 + 31);
+    assert!(exchange(&mut d, &fresh).0.is_some());
+}
+
+#[test]
+fn rotation_new_kid_is_fetched_on_demand() {
+    let mut d = driver(&remote_config());
+    let (mut s, _) = d.request(&owned(&bearer(cases::Tok::Rs256, T0)), true);
+    d.answer(&mut s, jwks_answer(cases::JWKS));
+    d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 40));
+    // A token from the next key: kid unknown → one fetch, then verified.
+    let next = rotated_token(T0 + 40);
+    let (mut s, flow) = d.request(&owned(&next), true);
+    assert_eq!(flow, Flow::Pause);
+    let both = merged_jwks();
+    d.answer(&mut s, jwks_answer(&both));
+    assert_eq!(d.proxy.request_header("x-user-id").as_deref(), Some("carol"));
+}
+
+pub fn rotated_token(now: u64) -> Vec<(String, String)> {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.kid = Some("demo-rsa-next".into());
+    let c = serde_json::json!({"iss": cases::ISSUER, "aud": "shop", "sub": "carol", "exp": now + 600});
+    let k = jsonwebtoken::EncodingKey::from_rsa_pem(cases::NEXT_PEM.as_bytes()).unwrap();
+    let t = jsonwebtoken::encode(&h, &c, &k).unwrap();
+    vec![
+        (":method".into(), "GET".into()),
+        (":path".into(), "/api".into()),
+        (":authority".into(), "shop.example.com".into()),
+        ("authorization".into(), format!("Bearer {t}")),
+    ]
+}
+
+pub fn merged_jwks() -> String {
+    let mut a: serde_json::Value = serde_json::from_str(cases::JWKS).unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/local/demo-keys/jwks-next.json")).unwrap();
+    a["keys"].as_array_mut().unwrap().extend(b["keys"].as_array().unwrap().iter().cloned());
+    a.to_string()
+}
+
+#[test]
+fn timer_refreshes_keys_after_ttl() {
+    let mut d = driver(&remote_config());
+    d.tick();
+    assert_eq!(d.proxy.calls.len(), 1, "first tick fetches");
+    // Answer the root callout.
+    let token = d.proxy.calls[0].token;
+    d.answer_root(token, jwks_answer(cases::JWKS));
+    assert_eq!(d.proxy.counter("meshguard_authn_jwks_fetch_ok.demo"), 1);
+    d.tick();
+    assert_eq!(d.proxy.calls.len(), 1, "fresh keys: no fetch");
+    d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 61));
+    d.tick();
+    assert_eq!(d.proxy.calls.len(), 2, "stale keys: refresh");
+    let _ = SystemTime::now();
+}
+
+#[test]
+fn bad_configs_name_their_path() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"providers":[],"rules":[{"requires":{"any":["x"]}}]}"#, "$.providers"),
+        (r#"{"providers":[{"name":"a","algorithms":["none"],"jwks":{"inline":{"keys":[]}}}],"rules":[]}"#, "$.providers[0].algorithms[0]"),
+        (r#"{"providers":[{"name":"a","algorithms":["RS256","HS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"requires":"public"}]}"#, "$.providers[0].algorithms"),
+        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{}}],"rules":[{"requires":"public"}]}"#, "$.providers[0].jwks"),
+        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"requires":{"any":["b"]}}]}"#, "$.rules[0].requires.any[0]"),
+        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"match":{"path":{"regex":"("}},"requires":"public"}]}"#, "$.rules[0].match.path.regex"),
+        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}},"clock_skew_seconds":999}],"rules":[{"requires":"public"}]}"#, "$.providers[0].clock_skew_seconds"),
+        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}},"wat":1}],"rules":[{"requires":"public"}]}"#, "$.providers[0].wat"),
+    ];
+    for (cfg, path) in cases {
+        let err = match Driver::<(Authn,)>::new(cfg.as_bytes()) {
+            Ok(_) => panic!("accepted: {cfg}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.path, *path, "{cfg}: {}", err.message);
+    }
+}
+
+#[test]
+fn weak_inline_rsa_key_is_a_config_error() {
+    // A 1024-bit modulus (any odd number of that size will do for the check).
+    let n = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 128]);
+    let cfg = format!(
+        r#"{{"providers":[{{"name":"a","algorithms":["RS256"],"jwks":{{"inline":{{"keys":[{{"kty":"RSA","kid":"w","n":"{n}","e":"AQAB"}}]}}}}}}],"rules":[{{"requires":{{"any":["a"]}}}}]}}"#
+    );
+    let err = match Driver::<(Authn,)>::new(cfg.as_bytes()) {
+        Ok(_) => panic!("accepted a 1024-bit key"),
+        Err(e) => e,
+    };
+    assert_eq!(err.path, "$.providers[0].jwks.inline.keys[0]");
+    assert!(err.message.contains("2048"), "{}", err.message);
+}
