@@ -1,0 +1,180 @@
+//! The same case table as native_cases.rs against the compiled
+//! `dist/authn.wasm` in wasm-test-harness, and the key fetch, refresh,
+//! refetch and shared cache with real VMs.
+
+// Test code: a panic is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod cases;
+#[path = "../../../wasm-test-harness/tests/common/fixtures.rs"]
+mod fixtures;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use meshguard_stage::testing::{run_table, Runtime};
+use wasm_test_harness::{Action, Harness, Headers, HttpCallResponse, Module, Vm};
+
+const T0: u64 = 1_800_000_000;
+
+fn harness() -> Harness {
+    Harness::builder()
+        .start_time(UNIX_EPOCH + Duration::from_secs(T0))
+        .build()
+}
+
+fn module(h: &Harness) -> Module {
+    h.module(fixtures::fixture("meshguard-authn-wasm")).unwrap()
+}
+
+type Seen = (Option<Vec<(String, String)>>, Option<(u16, Option<String>, String)>);
+
+/// Sends a request; answers pending callouts with `answer` (if any).
+fn exchange(vm: &mut Vm, req: &[(String, String)], answer: Option<&HttpCallResponse>) -> Seen {
+    let mut http = vm.new_http().unwrap();
+    let action = http.request_headers(Headers::from_pairs(req), true).unwrap();
+    let id = http.id();
+    drop(http);
+    if action != Action::Continue {
+        if let Some(a) = answer {
+            for call in vm.http_calls() {
+                vm.respond_http_call(call.token, a.clone()).unwrap();
+            }
+        }
+    }
+    let http = vm.http(id).unwrap();
+    if let Some(r) = http.local_response() {
+        return (
+            None,
+            Some((
+                r.status as u16,
+                r.headers.get("www-authenticate"),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )),
+        );
+    }
+    assert_eq!(http.request_resumed() > 0 || action == Action::Continue, true, "request held");
+    (Some(http.request_headers_map().pairs()), None)
+}
+
+struct InHarness {
+    vm: Vm,
+}
+
+impl Runtime<cases::Case> for InHarness {
+    fn runtime_name(&self) -> &str {
+        "harness"
+    }
+    fn run_case(&mut self, case: &cases::Case) -> Vec<String> {
+        let (up, reply) = exchange(&mut self.vm, &case.request(T0 as i64), None);
+        cases::check(case, up.as_deref(), reply)
+    }
+}
+
+#[test]
+fn case_table_in_wasm() {
+    let h = harness();
+    let vm = h.configured_vm(&module(&h), cases::config().as_bytes()).unwrap();
+    let mut rt = InHarness { vm };
+    run_table(&mut rt, cases::CASES);
+    run_table(&mut rt, cases::CASES);
+    assert!(h.counter("meshguard_authn_cache_hit") > 0);
+}
+
+#[test]
+fn cache_is_shared_by_two_vms() {
+    let h = harness();
+    let m = module(&h);
+    let mut a = h.configured_vm(&m, cases::config().as_bytes()).unwrap();
+    let mut b = h.configured_vm(&m, cases::config().as_bytes()).unwrap();
+    let req = cases::Case {
+        name: "x",
+        method: "GET",
+        path: "/api",
+        token: Some(cases::Put::Bearer(cases::Tok::Rs256)),
+        extra: &[],
+        expect: cases::Expect::Reply(0, None),
+    }
+    .request(T0 as i64);
+    assert!(exchange(&mut a, &req, None).0.is_some());
+    assert_eq!(h.counter("meshguard_authn_cache_miss"), 1);
+    assert!(exchange(&mut b, &req, None).0.is_some());
+    assert_eq!(h.counter("meshguard_authn_cache_hit"), 1, "the second VM verified again");
+}
+
+fn remote_config() -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
+    v["providers"][0]["jwks"] = serde_json::json!({
+        "remote": {"cluster": "idp", "path": "/jwks.json", "timeout_ms": 500},
+        "cache_seconds": 60, "min_refetch_seconds": 30
+    });
+    v.to_string()
+}
+
+fn token_request(t: cases::Tok, now: u64) -> Vec<(String, String)> {
+    cases::Case {
+        name: "x",
+        method: "GET",
+        path: "/api",
+        token: Some(cases::Put::Bearer(t)),
+        extra: &[],
+        expect: cases::Expect::Reply(0, None),
+    }
+    .request(now as i64)
+}
+
+fn jwks(doc: &str) -> HttpCallResponse {
+    HttpCallResponse::new(200, &[("content-type", "application/json")], doc.as_bytes())
+}
+
+#[test]
+fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
+    let h = harness();
+    h.declare_cluster("idp");
+    let m = module(&h);
+    let mut vm = h.configured_vm(&m, remote_config().as_bytes()).unwrap();
+    // First request: fetch through the callout the test answers, then verified.
+    let (up, _) = exchange(&mut vm, &token_request(cases::Tok::Rs256, T0), Some(&jwks(cases::JWKS)));
+    let up = up.expect("verified after the fetch");
+    assert!(up.iter().any(|(k, v)| k == "x-user-id" && v == "alice"));
+    assert_eq!(h.counter("meshguard_authn_jwks_fetch_ok.demo"), 1);
+    // A second VM uses the shared keys without fetching.
+    let mut other = h.configured_vm(&m, remote_config().as_bytes()).unwrap();
+    let (up, _) = exchange(&mut other, &token_request(cases::Tok::Es256, T0), None);
+    assert!(up.is_some());
+    assert!(other.http_calls().is_empty());
+    // Junk kids within the minimum interval: 401, no fetch.
+    for _ in 0..20 {
+        let (_, r) = exchange(&mut vm, &token_request(cases::Tok::UnknownKid, T0), None);
+        assert_eq!(r.unwrap().0, 401);
+    }
+    assert!(vm.http_calls().is_empty());
+    // After the interval an unknown kid refetches once; the server fails:
+    // old keys stay.
+    vm.advance_clock(Duration::from_secs(31)).unwrap();
+    let mut http = vm.new_http().unwrap();
+    let action = http
+        .request_headers(Headers::from_pairs(&token_request(cases::Tok::UnknownKid, T0 + 31)), true)
+        .unwrap();
+    let id = http.id();
+    drop(http);
+    assert_ne!(action, Action::Continue);
+    let calls = vm.http_calls();
+    assert_eq!(calls.len(), 1);
+    vm.fail_http_call(calls[0].token).unwrap();
+    assert_eq!(vm.http(id).unwrap().local_response().unwrap().status, 401);
+    assert_eq!(h.counter("meshguard_authn_jwks_fetch_failed.demo"), 1);
+    let (up, _) = exchange(&mut vm, &token_request(cases::Tok::Rs256, T0 + 31), None);
+    assert!(up.is_some(), "last good keys dropped after a failed fetch");
+    // The timer refreshes after cache_seconds.
+    vm.advance_clock(Duration::from_secs(60)).unwrap();
+    vm.tick().unwrap();
+    let calls = vm.http_calls();
+    assert_eq!(calls.len(), 1, "timer refresh");
+    vm.respond_http_call(calls[0].token, jwks(cases::JWKS)).unwrap();
+    assert_eq!(h.counter("meshguard_authn_jwks_fetch_ok.demo"), 2);
+}
