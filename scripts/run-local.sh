@@ -82,16 +82,23 @@ meshguard is running: Envoy on http://127.0.0.1:$LISTEN_PORT -> demo upstream on
 (Envoy admin: http://127.0.0.1:$ADMIN_PORT, config: $RUN_DIR/envoy.yaml)
 
 Try:
-$curl_note  # a signed-in user always gets the same variant (see x-ab-variant and x-demo-route)
-  curl -s -H 'x-user-id: bob' http://127.0.0.1:$LISTEN_PORT/checkout/cart
+$curl_note  # authn: the API needs a token (401 without one); a demo token for bob
+  # (demo keys, local only) puts x-user-id: bob in front of the upstream
+  curl -si http://127.0.0.1:$LISTEN_PORT/api/items | head -1
+  TOKEN=\$($MESHGUARD token --sub bob)
+  curl -s -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/api/items
+  # a client-forged identity header never reaches the upstream
+  curl -s -H 'x-user-id: admin' http://127.0.0.1:$LISTEN_PORT/public/x
+  # a signed-in user always gets the same variant (see x-ab-variant and x-demo-route)
+  curl -s -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/checkout/cart
   # an anonymous visitor gets a variant and a mg_visitor cookie that keeps it
   curl -si http://127.0.0.1:$LISTEN_PORT/checkout | grep -i -e set-cookie -e x-ab-variant
   # a client-forged variant header is overwritten
-  curl -s -H 'x-user-id: bob' -H 'x-ab-variant: control' http://127.0.0.1:$LISTEN_PORT/checkout
+  curl -s -H "authorization: Bearer \$TOKEN" -H 'x-ab-variant: control' http://127.0.0.1:$LISTEN_PORT/checkout
   # QA override (the demo secret is 'letmein')
-  curl -s -H 'x-user-id: bob' -H 'x-ab-force: control' -H 'x-ab-force-secret: letmein' http://127.0.0.1:$LISTEN_PORT/checkout
+  curl -s -H "authorization: Bearer \$TOKEN" -H 'x-ab-force: control' -H 'x-ab-force-secret: letmein' http://127.0.0.1:$LISTEN_PORT/checkout
   # the search experiment only runs for shop.example.com and *.example.org hosts
-  curl -s -H 'host: shop.example.com' -H 'x-user-id: bob' http://127.0.0.1:$LISTEN_PORT/search
+  curl -s -H 'host: shop.example.com' -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/search
   # metrics
   curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep meshguard_
 

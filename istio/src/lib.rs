@@ -6,3 +6,4 @@
 pub mod envoy;
 pub mod filters;
 pub mod oci;
+pub mod token;

@@ -6,6 +6,7 @@
 //!     meshguard wasm-filter <name> <module.wasm> <config.json|yaml|->
 //!     meshguard push <module.wasm> oci://REGISTRY/REPO:TAG [--format compat|oci] ...
 //!     meshguard pull oci://REGISTRY/REPO:TAG -o plugin.wasm [--sha256 HEX] ...
+//!     meshguard token [--sub USER] [--alg RS256|ES256] [--ttl SECONDS] ...
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,10 @@ fn usage() -> String {
       ($DOCKER_CONFIG/config.json or ~/.docker/config.json). Plain HTTP
       only with --plain-http.
 
+{}
+
 filters: {}",
+        meshguard::token::USAGE,
         names.join(", ")
     )
 }
@@ -110,6 +114,7 @@ fn run(args: &[String]) -> Result<String, String> {
             }
             _ => Err(usage()),
         },
+        Some("token") => meshguard::token::token(args.get(1..).unwrap_or_default()),
         Some("push") => push(args.get(1..).unwrap_or_default()),
         Some("pull") => pull(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help" | "help") => Ok(usage() + "\n"),

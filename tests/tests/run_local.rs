@@ -30,12 +30,24 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
         script.log_text().contains("Press Ctrl-C to stop.")
     })
     .unwrap_or_else(|| panic!("run-local.sh not ready:\n{}", script.log_tail()));
-    assert!(script.log_text().contains(&format!(
-        "curl -s -H 'x-user-id: bob' http://127.0.0.1:{listen}/checkout/cart"
-    )));
+    assert!(script
+        .log_text()
+        .contains(&format!("http://127.0.0.1:{listen}/checkout/cart")));
 
-    let r =
-        get(listen, "/checkout/cart", &[("x-user-id", "bob")]).expect("request through make run");
+    // authn then ab-routing: the verified subject is the sticky key.
+    let out = Command::new(repo_root().join("target/debug/meshguard"))
+        .args(["token", "--sub", "bob"])
+        .output()
+        .expect("meshguard token");
+    assert!(out.status.success());
+    let bearer = format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim());
+    let r = get(listen, "/checkout/cart", &[("authorization", &bearer)])
+        .expect("request through make run");
+    assert_eq!(r.upstream_header("x-user-id").as_deref(), Some("bob"));
+    let r = get(listen, "/api/items", &[]).expect("request through make run");
+    assert_eq!(r.status, 401, "the API needs a token");
+    let r = get(listen, "/checkout/cart", &[("authorization", &bearer)])
+        .expect("request through make run");
     assert_eq!(r.status, 200);
     assert_eq!(
         r.upstream_header("x-ab-variant").as_deref(),
