@@ -65,6 +65,6 @@ fn case_table_in_envoy() {
     let envoy = Envoy::start(&dir, &local_envoy_config(&ports, upstream.port, filters), ports, 2);
     let mut rt = InEnvoy { envoy };
     run_table(&mut rt, cases::CASES);
-    assert!(rt.envoy.counter("meshguard_authn_denied.algorithm") >= 3);
+    assert!(rt.envoy.counter("wasmcustom.meshguard_authn_denied.algorithm") >= 3);
     drop(upstream);
 }
