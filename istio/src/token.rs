@@ -31,7 +31,11 @@ pub fn token(args: &[String]) -> Result<String, String> {
     let mut extra: Vec<(String, Value)> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
         match a.as_str() {
             "--sub" => sub = val()?,
             "--alg" => {

@@ -2,7 +2,12 @@
 //! clock) against dist/authn.wasm, and the local chain (authn, then
 //! ab-routing) that `make run` runs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[path = "../../filters/authn/tests/cases/mod.rs"]
 mod cases;
@@ -14,7 +19,10 @@ use meshguard_e2e::*;
 use meshguard_stage::testing::{run_table, Runtime};
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 struct InEnvoy {
@@ -43,7 +51,10 @@ impl Runtime<cases::Case> for InEnvoy {
         match echo {
             Some(v) => {
                 let mut up = r.upstream_headers();
-                up.push((":path".into(), v["path"].as_str().unwrap_or_default().to_string()));
+                up.push((
+                    ":path".into(),
+                    v["path"].as_str().unwrap_or_default().to_string(),
+                ));
                 cases::check(case, Some(&up), None)
             }
             None => {
@@ -59,12 +70,24 @@ fn case_table_in_envoy() {
     envoy_bin();
     let dir = scratch_dir("authn-cases");
     let upstream = Upstream::start(&dir);
-    let ports = EnvoyPorts { listen: free_port(), admin: free_port() };
+    let ports = EnvoyPorts {
+        listen: free_port(),
+        admin: free_port(),
+    };
     let config: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
     let filters = vec![WasmFilter::module("authn", &wasm_module("authn"), config)];
-    let envoy = Envoy::start(&dir, &local_envoy_config(&ports, upstream.port, filters), ports, 2);
+    let envoy = Envoy::start(
+        &dir,
+        &local_envoy_config(&ports, upstream.port, filters),
+        ports,
+        2,
+    );
     let mut rt = InEnvoy { envoy };
     run_table(&mut rt, cases::CASES);
-    assert!(rt.envoy.counter("wasmcustom.meshguard_authn_denied.algorithm") >= 3);
+    assert!(
+        rt.envoy
+            .counter("wasmcustom.meshguard_authn_denied.algorithm")
+            >= 3
+    );
     drop(upstream);
 }

@@ -246,7 +246,10 @@ pub fn lookup(value: &[u8], tag: &Tag, now: i64, skew: i64) -> Lookup {
 
 /// Whether a stored entry is past its `exp` (the sweep empties those).
 pub fn expired(value: &[u8], now: i64, skew: i64) -> bool {
-    match value.split_at_checked(16).and_then(|(_, r)| Verified::decode(r)) {
+    match value
+        .split_at_checked(16)
+        .and_then(|(_, r)| Verified::decode(r))
+    {
         Some(v) => v.exp.is_some_and(|e| now > e.saturating_add(skew)),
         None => !value.is_empty(),
     }

@@ -378,12 +378,17 @@ impl ProviderConfig {
         }
         for (i, a) in self.audiences.iter().enumerate() {
             if a.is_empty() {
-                return Err(at.field("audiences").index(i).err("expected a non-empty audience"));
+                return Err(at
+                    .field("audiences")
+                    .index(i)
+                    .err("expected a non-empty audience"));
             }
         }
         self.jwks.validate_at(&at.field("jwks"))?;
         if self.sources.is_empty() {
-            return Err(at.field("sources").err("expected at least one token source"));
+            return Err(at
+                .field("sources")
+                .err("expected at least one token source"));
         }
         for (i, s) in self.sources.iter().enumerate() {
             let sat = at.field("sources").index(i);
@@ -431,7 +436,8 @@ impl ProviderConfig {
             if let Some(prev) = outputs.insert(lower.clone(), path.as_str().to_string()) {
                 // The same header from several providers is fine only for
                 // the identity header (one verified token sets it).
-                if !path.as_str().ends_with(".identity.header") || !prev.ends_with(".identity.header")
+                if !path.as_str().ends_with(".identity.header")
+                    || !prev.ends_with(".identity.header")
                 {
                     return Err(path.err(format!("header `{lower}` is already set at {prev}")));
                 }
@@ -500,11 +506,15 @@ impl JwksConfig {
                 return Err(rat.field("path").err("expected the JWKS path"));
             }
             if !(1..=30_000).contains(&r.timeout_ms) {
-                return Err(rat.field("timeout_ms").err("expected 1 to 30000 milliseconds"));
+                return Err(rat
+                    .field("timeout_ms")
+                    .err("expected 1 to 30000 milliseconds"));
             }
         }
         if !(10..=86_400).contains(&self.cache_seconds) {
-            return Err(at.field("cache_seconds").err("expected 10 to 86400 seconds"));
+            return Err(at
+                .field("cache_seconds")
+                .err("expected 10 to 86400 seconds"));
         }
         if !(1..=3600).contains(&self.min_refetch_seconds) {
             return Err(at
@@ -516,7 +526,11 @@ impl JwksConfig {
 }
 
 impl RuleConfig {
-    fn validate_at(&self, at: &JsonPath, providers: &BTreeMap<&str, usize>) -> Result<(), ConfigError> {
+    fn validate_at(
+        &self,
+        at: &JsonPath,
+        providers: &BTreeMap<&str, usize>,
+    ) -> Result<(), ConfigError> {
         if let Some(m) = &self.match_ {
             let mat = at.field("match");
             for (i, h) in m.hosts.iter().enumerate() {
@@ -533,17 +547,21 @@ impl RuleConfig {
                 }
             }
             match &m.path {
-                Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) => {
-                    if !p.starts_with('/') {
-                        return Err(mat.field("path").err("expected a path starting with `/`"));
-                    }
+                Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) if !p.starts_with('/') => {
+                    return Err(mat.field("path").err("expected a path starting with `/`"));
                 }
+                Some(PathMatch::Exact(_)) | Some(PathMatch::Prefix(_)) => {}
                 Some(PathMatch::Regex(r)) => {
                     if r.len() > 1024 {
-                        return Err(mat.field("path").field("regex").err("expected at most 1024 characters"));
+                        return Err(mat
+                            .field("path")
+                            .field("regex")
+                            .err("expected at most 1024 characters"));
                     }
                     regex_lite::Regex::new(r).map_err(|e| {
-                        mat.field("path").field("regex").err(format!("invalid regex: {e}"))
+                        mat.field("path")
+                            .field("regex")
+                            .err(format!("invalid regex: {e}"))
                     })?;
                 }
                 None => {}

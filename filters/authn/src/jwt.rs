@@ -116,16 +116,15 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
         return Err(Invalid::TooLong);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Invalid::Malformed);
     };
     if h.is_empty() || p.is_empty() || s.is_empty() || h.len() > MAX_HEADER * 4 / 3 + 4 {
         return Err(Invalid::Malformed);
     }
-    let header = URL_SAFE_NO_PAD
-        .decode(h)
-        .map_err(|_| Invalid::Malformed)?;
+    let header = URL_SAFE_NO_PAD.decode(h).map_err(|_| Invalid::Malformed)?;
     let header = strict_object(&header).ok_or(Invalid::Malformed)?;
     let alg = match header.get("alg") {
         Some(Value::String(a)) => Alg::from_jose(a).ok_or(Invalid::Algorithm)?,
@@ -272,7 +271,11 @@ pub fn claim_text(v: &Value) -> String {
 /// the space-separated words of a string (`scope`), or a scalar's text.
 pub fn claim_items(v: &Value) -> Vec<String> {
     match v {
-        Value::String(s) => s.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect(),
+        Value::String(s) => s
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect(),
         Value::Array(items) => items
             .iter()
             .map(|i| match i {
@@ -299,14 +302,21 @@ fn seconds(v: &Value) -> Result<i64, Invalid> {
     match v {
         Value::Number(n) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
             .ok_or(Invalid::Malformed),
         _ => Err(Invalid::Malformed),
     }
 }
 
 impl TimeRules<'_> {
-    pub fn check(&self, claims: &Map<String, Value>) -> Result<(Option<i64>, Option<i64>), Invalid> {
+    pub fn check(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Result<(Option<i64>, Option<i64>), Invalid> {
         let exp = claims.get("exp").map(seconds).transpose()?;
         let nbf = claims.get("nbf").map(seconds).transpose()?;
         let iat = claims.get("iat").map(seconds).transpose()?;
@@ -366,7 +376,11 @@ mod tests {
     fn alg_none_in_any_casing_is_refused() {
         for none in ["none", "None", "NONE", "nOnE"] {
             let t = tok(&format!(r#"{{"alg":"{none}"}}"#), "{}");
-            assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Algorithm, "{none}");
+            assert_eq!(
+                parse(&t, 8192, RS).unwrap_err(),
+                Invalid::Algorithm,
+                "{none}"
+            );
         }
         // Unsigned form "header.payload." has an empty signature.
         let t = format!("{}.{}.", b64(r#"{"alg":"RS256"}"#), b64("{}"));
@@ -377,7 +391,11 @@ mod tests {
     fn alg_outside_the_allow_list_or_miscased_is_refused() {
         for alg in [r#""HS256""#, r#""rs256""#, r#"null"#, r#"1"#] {
             let t = tok(&format!(r#"{{"alg":{alg}}}"#), "{}");
-            assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Algorithm, "{alg}");
+            assert_eq!(
+                parse(&t, 8192, RS).unwrap_err(),
+                Invalid::Algorithm,
+                "{alg}"
+            );
         }
         let t = tok(r#"{"typ":"JWT"}"#, "{}");
         assert_eq!(parse(&t, 8192, RS).unwrap_err(), Invalid::Algorithm);
@@ -460,17 +478,23 @@ mod tests {
             Err(Invalid::Expired)
         );
         // Inside the skew.
-        assert!(r.check(&claims(r#"{"iss":"iss","aud":"api","exp":950}"#)).is_ok());
+        assert!(r
+            .check(&claims(r#"{"iss":"iss","aud":"api","exp":950}"#))
+            .is_ok());
         assert_eq!(
             r.check(&claims(r#"{"iss":"iss","aud":"api"}"#)),
             Err(Invalid::MissingExp)
         );
         assert_eq!(
-            r.check(&claims(r#"{"iss":"iss","aud":"api","exp":2000,"nbf":1100}"#)),
+            r.check(&claims(
+                r#"{"iss":"iss","aud":"api","exp":2000,"nbf":1100}"#
+            )),
             Err(Invalid::NotYetValid)
         );
         assert_eq!(
-            r.check(&claims(r#"{"iss":"iss","aud":"api","exp":2000,"iat":1100}"#)),
+            r.check(&claims(
+                r#"{"iss":"iss","aud":"api","exp":2000,"iat":1100}"#
+            )),
             Err(Invalid::IssuedInFuture)
         );
         assert_eq!(
@@ -481,7 +505,9 @@ mod tests {
             r.check(&claims(r#"{"iss":"iss","aud":["x","y"],"exp":2000}"#)),
             Err(Invalid::Audience)
         );
-        assert!(r.check(&claims(r#"{"iss":"iss","aud":["x","api"],"exp":2000}"#)).is_ok());
+        assert!(r
+            .check(&claims(r#"{"iss":"iss","aud":["x","api"],"exp":2000}"#))
+            .is_ok());
         assert_eq!(
             r.check(&claims(r#"{"iss":"iss","aud":"api","exp":"2000"}"#)),
             Err(Invalid::Malformed)
@@ -491,7 +517,10 @@ mod tests {
     #[test]
     fn claim_paths_and_rendering() {
         let c = claims(r#"{"realm_access":{"roles":["a","b",3]},"n":5,"s":"x y","o":{"k":true}}"#);
-        assert_eq!(claim_text(claim(&c, "realm_access.roles").unwrap()), "a,b,3");
+        assert_eq!(
+            claim_text(claim(&c, "realm_access.roles").unwrap()),
+            "a,b,3"
+        );
         assert_eq!(claim_text(claim(&c, "n").unwrap()), "5");
         assert_eq!(claim_text(claim(&c, "o").unwrap()), r#"{"k":true}"#);
         assert!(claim(&c, "realm_access.nope").is_none());

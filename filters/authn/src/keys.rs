@@ -128,7 +128,9 @@ fn jwk(v: &Value, allowed: &[Alg]) -> Result<KeyEntry, String> {
         other => return Err(format!("`kty` {other:?} is not supported")),
     }
     .map_err(|e| match e {
-        KeyError::RsaTooSmall { bits } => format!("weak:RSA key has {bits} bits, at least 2048 required"),
+        KeyError::RsaTooSmall { bits } => {
+            format!("weak:RSA key has {bits} bits, at least 2048 required")
+        }
         other => other.to_string(),
     })?;
     let entry = KeyEntry { kid, alg, key };
@@ -149,7 +151,8 @@ pub fn parse_inline(doc: &Value, allowed: &[Alg]) -> Result<KeySet, (Option<usiz
     let owned;
     let doc = match doc {
         Value::String(s) => {
-            owned = serde_json::from_str::<Value>(s).map_err(|e| (None, format!("not JSON: {e}")))?;
+            owned =
+                serde_json::from_str::<Value>(s).map_err(|e| (None, format!("not JSON: {e}")))?;
             &owned
         }
         other => other,
@@ -157,7 +160,8 @@ pub fn parse_inline(doc: &Value, allowed: &[Alg]) -> Result<KeySet, (Option<usiz
     let list = keys_array(doc).map_err(|e| (None, e))?;
     let mut set = KeySet::default();
     for (i, k) in list.iter().enumerate() {
-        let entry = jwk(k, allowed).map_err(|e| (Some(i), e.trim_start_matches("weak:").to_string()))?;
+        let entry =
+            jwk(k, allowed).map_err(|e| (Some(i), e.trim_start_matches("weak:").to_string()))?;
         set.keys.push(Rc::new(entry));
     }
     if set.is_empty() {
@@ -178,7 +182,10 @@ pub fn parse_fetched(bytes: &[u8], allowed: &[Alg]) -> Result<(KeySet, Skipped),
             Ok(entry) => set.keys.push(Rc::new(entry)),
             Err(e) if e.starts_with("weak:") => {
                 skipped.weak += 1;
-                log::warn!("authn: JWKS key {i} skipped: {}", e.trim_start_matches("weak:"));
+                log::warn!(
+                    "authn: JWKS key {i} skipped: {}",
+                    e.trim_start_matches("weak:")
+                );
             }
             Err(e) => {
                 skipped.other += 1;

@@ -269,7 +269,9 @@ impl Stage for Authn {
                     timeout: Duration::from_millis(r.timeout_ms),
                 }
             } else {
-                return Err(pat.field("jwks").err("expected one of `inline`, `remote`, `oidc`"));
+                return Err(pat
+                    .field("jwks")
+                    .err("expected one of `inline`, `remote`, `oidc`"));
             };
             local.push(Local {
                 keys: Rc::new(keys),
@@ -369,7 +371,12 @@ impl Stage for Authn {
             public: reg.counter("meshguard_authn_public"),
             denied: Invalid::ALL
                 .iter()
-                .map(|i| (*i, reg.counter(&name("meshguard_authn_denied", &[i.reason()]))))
+                .map(|i| {
+                    (
+                        *i,
+                        reg.counter(&name("meshguard_authn_denied", &[i.reason()])),
+                    )
+                })
                 .collect(),
             denied_missing: reg.counter("meshguard_authn_denied.missing"),
             denied_claims: reg.counter("meshguard_authn_denied.insufficient_claims"),
@@ -426,7 +433,12 @@ impl Stage for Authn {
         )
     }
 
-    fn on_request_headers(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
+    fn on_request_headers(
+        &self,
+        rq: &mut Request<'_>,
+        st: &mut PerRequest,
+        cx: &mut Cx<'_>,
+    ) -> Step {
         for h in &self.owned {
             rq.remove(h);
         }
@@ -445,13 +457,18 @@ impl Stage for Authn {
         };
         st.fetched = true;
         let mut next = None;
-        self.fetch_answered(p, kind, reply, cx.host(), &mut |id, d| next_bump(&mut next, id, d));
+        self.fetch_answered(p, kind, reply, cx.host(), &mut |id, d| {
+            next_bump(&mut next, id, d)
+        });
         let mut follow_up = None;
         if let Some(call) = self.follow_up(p, kind, cx.host()) {
             match cx.http_call(&call.callout()) {
                 Ok(t) => follow_up = Some(t),
                 Err(e) => {
-                    log::warn!("authn: cannot fetch keys for `{}`: {e:?}", self.providers.get(p).map(|x| x.name.as_str()).unwrap_or(""));
+                    log::warn!(
+                        "authn: cannot fetch keys for `{}`: {e:?}",
+                        self.providers.get(p).map(|x| x.name.as_str()).unwrap_or("")
+                    );
                     if let Some(pr) = self.providers.get(p) {
                         jwks::release(cx.host(), &pr.name);
                     }
@@ -527,7 +544,9 @@ impl Stage for Authn {
         };
         let Some((_, p, kind)) = found else { return };
         let mut bumps = None;
-        self.fetch_answered(p, kind, reply, cx.host(), &mut |id, d| next_bump(&mut bumps, id, d));
+        self.fetch_answered(p, kind, reply, cx.host(), &mut |id, d| {
+            next_bump(&mut bumps, id, d)
+        });
         if let Some(call) = self.follow_up(p, kind, cx.host()) {
             match cx.http_call(&call.callout()) {
                 Ok(t) => {
@@ -586,7 +605,10 @@ impl Authn {
     fn deny(&self, status: u16, challenge: Option<String>, error: &str, description: &str) -> Step {
         let mut body = format!("{{\"error\":{}", json_escape(error));
         if !description.is_empty() {
-            body.push_str(&format!(",\"error_description\":{}", json_escape(description)));
+            body.push_str(&format!(
+                ",\"error_description\":{}",
+                json_escape(description)
+            ));
         }
         body.push_str("}\n");
         let mut reply = LocalReply::new(status, body.into_bytes())
@@ -609,7 +631,9 @@ impl Authn {
             c.push_str(&format!(", error=\"{e}\", error_description=\"{d}\""));
         }
         if let Some(s) = scope {
-            if s.bytes().all(|b| b > 0x20 && b != b'"' && b != b'\\' && b < 0x7f || b == b' ') {
+            if s.bytes()
+                .all(|b| b > 0x20 && b != b'"' && b != b'\\' && b < 0x7f || b == b' ')
+            {
                 c.push_str(&format!(", scope=\"{s}\""));
             }
         }
@@ -621,7 +645,12 @@ impl Authn {
             cx.count(*id);
         }
         let d = why.description();
-        self.deny(401, Some(self.challenge(Some(("invalid_token", d)), None)), "invalid_token", d)
+        self.deny(
+            401,
+            Some(self.challenge(Some(("invalid_token", d)), None)),
+            "invalid_token",
+            d,
+        )
     }
 
     fn rule_for(&self, rq: &Request<'_>) -> Option<&Rule> {
@@ -656,15 +685,24 @@ impl Authn {
 
     fn is_preflight(rq: &Request<'_>) -> bool {
         let mut want = [None; 3];
-        rq.first_many(&[":method", "origin", "access-control-request-method"], &mut want);
+        rq.first_many(
+            &[":method", "origin", "access-control-request-method"],
+            &mut want,
+        );
         want[0] == Some(b"OPTIONS".as_slice()) && want[1].is_some() && want[2].is_some()
     }
 
     /// The one token `p` reads, if any. Two different ones: ambiguous.
-    fn token_for<'r>(&self, p: &Provider, rq: &'r Request<'_>) -> Result<Option<(&'r str, usize)>, Invalid> {
+    fn token_for<'r>(
+        &self,
+        p: &Provider,
+        rq: &'r Request<'_>,
+    ) -> Result<Option<(&'r str, usize)>, Invalid> {
         let mut found: Option<(&'r str, usize)> = None;
         let mut note = |t: &'r [u8], src: usize| -> Result<(), Invalid> {
-            let t = std::str::from_utf8(t).map_err(|_| Invalid::Malformed)?.trim();
+            let t = std::str::from_utf8(t)
+                .map_err(|_| Invalid::Malformed)?
+                .trim();
             if t.is_empty() {
                 return Ok(());
             }
@@ -685,7 +723,10 @@ impl Authn {
                             continue;
                         }
                         let v = v.trim_ascii_start();
-                        if v.len() > 7 && v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) {
+                        if v.len() > 7
+                            && v.get(..7)
+                                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+                        {
                             note(v.get(7..).unwrap_or_default(), si)?;
                         }
                     }
@@ -748,7 +789,9 @@ impl Authn {
                     return None;
                 }
                 let _ = host.shared_set(HASH_KEY, &k, 0);
-                host.shared_get(HASH_KEY).map(|(v, _)| v).filter(|v| v.len() == 16)?
+                host.shared_get(HASH_KEY)
+                    .map(|(v, _)| v)
+                    .filter(|v| v.len() == 16)?
             }
         };
         let key: [u8; 16] = key.as_slice().try_into().ok()?;
@@ -761,15 +804,21 @@ impl Authn {
 
     /// Re-reads a provider's shared key set if it changed.
     fn sync(&self, p: usize, host: &mut dyn Host) {
-        let Some(pr) = self.providers.get(p) else { return };
+        let Some(pr) = self.providers.get(p) else {
+            return;
+        };
         if matches!(pr.keys_from, KeySource::Inline) {
             return;
         }
         let Some((cas, fetched, _, doc)) = jwks::load(host, &pr.name) else {
             return;
         };
-        let Ok(mut vm) = self.vm.try_borrow_mut() else { return };
-        let Some(local) = vm.local.get_mut(p) else { return };
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            return;
+        };
+        let Some(local) = vm.local.get_mut(p) else {
+            return;
+        };
         if local.cas == cas {
             return;
         }
@@ -851,9 +900,13 @@ impl Authn {
         host: &mut dyn Host,
         bump: &mut dyn FnMut(MetricId, i64),
     ) {
-        let Some(pr) = self.providers.get(p) else { return };
+        let Some(pr) = self.providers.get(p) else {
+            return;
+        };
         let body = match reply {
-            Reply::Response { status: 200, body, .. } => Ok(body),
+            Reply::Response {
+                status: 200, body, ..
+            } => Ok(body),
             Reply::Response { status, .. } => Err(format!("status {status}")),
             Reply::Failed => Err("no answer".to_string()),
         };
@@ -923,10 +976,21 @@ impl Authn {
                 })
                 .map_err(Check::Bad);
         }
-        let why = if keys.is_empty() { Why::NoKeys } else { Why::UnknownKid };
+        let why = if keys.is_empty() {
+            Why::NoKeys
+        } else {
+            Why::UnknownKid
+        };
         let now = now_ms(cx.host());
         if !st.fetched
-            && jwks::try_acquire(cx.host(), &pr.name, now, why, pr.min_refetch_ms, pr.timeout_ms())
+            && jwks::try_acquire(
+                cx.host(),
+                &pr.name,
+                now,
+                why,
+                pr.min_refetch_ms,
+                pr.timeout_ms(),
+            )
         {
             if let Some(call) = self.first_call(p, cx.host()) {
                 match cx.http_call(&call.callout()) {
@@ -964,16 +1028,15 @@ impl Authn {
         let mut evicts = false;
         if let Some(tag) = &tag {
             let slot = cache::slot_key(tag.slot);
-            match cx.host().shared_get(&slot) {
-                Some((v, _)) => match cache::lookup(&v, tag, now, pr.skew) {
+            if let Some((v, _)) = cx.host().shared_get(&slot) {
+                match cache::lookup(&v, tag, now, pr.skew) {
                     Lookup::Hit(v) if usize::from(v.provider) == p => {
                         cx.count(self.m.cache_hit);
                         return Check::Ok(v);
                     }
                     Lookup::Hit(_) | Lookup::Free => {}
                     Lookup::Taken => evicts = true,
-                },
-                None => {}
+                }
             }
             cx.count(self.m.cache_miss);
         }
@@ -1019,7 +1082,10 @@ impl Authn {
                     })
                 })
                 .collect(),
-            payload_b64: pr.payload_header.as_ref().map(|_| jws.payload_b64.to_string()),
+            payload_b64: pr
+                .payload_header
+                .as_ref()
+                .map(|_| jws.payload_b64.to_string()),
         };
         if let Some(tag) = &tag {
             let value = cache::entry(tag, &v);
@@ -1050,7 +1116,9 @@ impl Authn {
         let mut missing = false;
         let mut unavailable: Option<usize> = None;
         for &p in &rule.providers {
-            let Some(pr) = self.providers.get(p) else { continue };
+            let Some(pr) = self.providers.get(p) else {
+                continue;
+            };
             let found = match self.token_for(pr, rq) {
                 Ok(f) => f,
                 Err(e) => {
@@ -1142,7 +1210,9 @@ impl Authn {
             }
         }
         for (p, v, src) in &ok {
-            let Some(pr) = self.providers.get(*p) else { continue };
+            let Some(pr) = self.providers.get(*p) else {
+                continue;
+            };
             if let Some(s) = &v.subject {
                 rq.set(Rc::clone(&pr.identity_header), s.clone());
             }
@@ -1183,7 +1253,10 @@ impl Authn {
             Some(TokenSource::Query(q)) => {
                 let path = rq.header(":path").unwrap_or_default().to_vec();
                 if let Some(i) = path.iter().position(|b| *b == b'?') {
-                    let (base, query) = (path.get(..i).unwrap_or_default(), path.get(i + 1..).unwrap_or_default());
+                    let (base, query) = (
+                        path.get(..i).unwrap_or_default(),
+                        path.get(i + 1..).unwrap_or_default(),
+                    );
                     let kept: Vec<&[u8]> = query
                         .split(|b| *b == b'&')
                         .filter(|pair| pair.splitn(2, |b| *b == b'=').next() != Some(q.as_bytes()))
@@ -1205,7 +1278,10 @@ impl Authn {
                         continue;
                     }
                     for pair in v.split(|b| *b == b';') {
-                        let name = pair.splitn(2, |b| *b == b'=').next().map(<[u8]>::trim_ascii);
+                        let name = pair
+                            .splitn(2, |b| *b == b'=')
+                            .next()
+                            .map(<[u8]>::trim_ascii);
                         if name != Some(c.as_bytes()) && !pair.trim_ascii().is_empty() {
                             kept.push(String::from_utf8_lossy(pair.trim_ascii()).into_owned());
                         }

@@ -31,14 +31,18 @@ fn module(h: &Harness) -> Module {
     h.module(fixtures::fixture("meshguard-authn-wasm")).unwrap()
 }
 
-type Seen = (Option<Vec<(String, String)>>, Option<(u16, Option<String>, String)>);
+type Seen = (
+    Option<Vec<(String, String)>>,
+    Option<(u16, Option<String>, String)>,
+);
 
 /// Sends a request; answers pending callouts with `answer` (if any).
 fn exchange(vm: &mut Vm, req: &[(String, String)], answer: Option<&HttpCallResponse>) -> Seen {
     let mut http = vm.new_http().unwrap();
-    let action = http.request_headers(Headers::from_pairs(req), true).unwrap();
+    let action = http
+        .request_headers(Headers::from_pairs(req), true)
+        .unwrap();
     let id = http.id();
-    drop(http);
     if action != Action::Continue {
         if let Some(a) = answer {
             for call in vm.http_calls() {
@@ -57,7 +61,10 @@ fn exchange(vm: &mut Vm, req: &[(String, String)], answer: Option<&HttpCallRespo
             )),
         );
     }
-    assert_eq!(http.request_resumed() > 0 || action == Action::Continue, true, "request held");
+    assert!(
+        http.request_resumed() > 0 || action == Action::Continue,
+        "request held"
+    );
     (Some(http.request_headers_map().pairs()), None)
 }
 
@@ -78,7 +85,9 @@ impl Runtime<cases::Case> for InHarness {
 #[test]
 fn case_table_in_wasm() {
     let h = harness();
-    let vm = h.configured_vm(&module(&h), cases::config().as_bytes()).unwrap();
+    let vm = h
+        .configured_vm(&module(&h), cases::config().as_bytes())
+        .unwrap();
     let mut rt = InHarness { vm };
     run_table(&mut rt, cases::CASES);
     run_table(&mut rt, cases::CASES);
@@ -103,7 +112,11 @@ fn cache_is_shared_by_two_vms() {
     assert!(exchange(&mut a, &req, None).0.is_some());
     assert_eq!(h.counter("meshguard_authn_cache_miss"), 1);
     assert!(exchange(&mut b, &req, None).0.is_some());
-    assert_eq!(h.counter("meshguard_authn_cache_hit"), 1, "the second VM verified again");
+    assert_eq!(
+        h.counter("meshguard_authn_cache_hit"),
+        1,
+        "the second VM verified again"
+    );
 }
 
 fn remote_config() -> String {
@@ -138,7 +151,11 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
     let m = module(&h);
     let mut vm = h.configured_vm(&m, remote_config().as_bytes()).unwrap();
     // First request: fetch through the callout the test answers, then verified.
-    let (up, _) = exchange(&mut vm, &token_request(cases::Tok::Rs256, T0), Some(&jwks(cases::JWKS)));
+    let (up, _) = exchange(
+        &mut vm,
+        &token_request(cases::Tok::Rs256, T0),
+        Some(&jwks(cases::JWKS)),
+    );
     let up = up.expect("verified after the fetch");
     assert!(up.iter().any(|(k, v)| k == "x-user-id" && v == "alice"));
     assert_eq!(h.counter("meshguard_authn_jwks_fetch_ok.demo"), 1);
@@ -158,10 +175,12 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
     vm.advance_clock(Duration::from_secs(31)).unwrap();
     let mut http = vm.new_http().unwrap();
     let action = http
-        .request_headers(Headers::from_pairs(&token_request(cases::Tok::UnknownKid, T0 + 31)), true)
+        .request_headers(
+            Headers::from_pairs(&token_request(cases::Tok::UnknownKid, T0 + 31)),
+            true,
+        )
         .unwrap();
     let id = http.id();
-    drop(http);
     assert_ne!(action, Action::Continue);
     let calls = vm.http_calls();
     assert_eq!(calls.len(), 1);
@@ -175,6 +194,7 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
     vm.tick().unwrap();
     let calls = vm.http_calls();
     assert_eq!(calls.len(), 1, "timer refresh");
-    vm.respond_http_call(calls[0].token, jwks(cases::JWKS)).unwrap();
+    vm.respond_http_call(calls[0].token, jwks(cases::JWKS))
+        .unwrap();
     assert_eq!(h.counter("meshguard_authn_jwks_fetch_ok.demo"), 2);
 }

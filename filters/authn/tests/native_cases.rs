@@ -30,11 +30,17 @@ fn owned(req: &[(String, String)]) -> Vec<(&str, &str)> {
     req.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
+/// Upstream headers, or the local reply (status, WWW-Authenticate, body).
+type Seen = (
+    Option<Vec<(String, String)>>,
+    Option<(u16, Option<String>, String)>,
+);
+
 /// Runs one request; returns upstream headers or the local reply.
 fn exchange(
     d: &mut Driver<(Authn,)>,
     req: &[(String, String)],
-) -> (Option<Vec<(String, String)>>, Option<(u16, Option<String>, String)>) {
+) -> Seen {
     let replies = d.proxy.replies.len();
     let (mut s, flow) = d.request(&owned(req), true);
     if d.proxy.replies.len() > replies {
@@ -44,7 +50,10 @@ fn exchange(
             .iter()
             .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(b"www-authenticate"))
             .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        return (None, Some((r.status, www, String::from_utf8_lossy(&r.body).into_owned())));
+        return (
+            None,
+            Some((r.status, www, String::from_utf8_lossy(&r.body).into_owned())),
+        );
     }
     assert_eq!(flow, Flow::Continue, "request paused without a reply");
     d.response(&mut s, &[(":status", "200")]);
@@ -74,7 +83,9 @@ impl Runtime<cases::Case> for Native {
 
 #[test]
 fn case_table() {
-    let mut rt = Native { d: driver(&cases::config()) };
+    let mut rt = Native {
+        d: driver(&cases::config()),
+    };
     run_table(&mut rt, cases::CASES);
     // Twice: the second pass is served from the cache and must agree.
     run_table(&mut rt, cases::CASES);
@@ -120,7 +131,12 @@ fn cache_stays_bounded() {
         .request(T0 as i64 - i);
         assert!(exchange(&mut d, &req).0.is_some());
     }
-    let slots = d.proxy.shared.keys().filter(|k| k.starts_with("meshguard.authn.c.")).count();
+    let slots = d
+        .proxy
+        .shared
+        .keys()
+        .filter(|k| k.starts_with("meshguard.authn.c."))
+        .count();
     assert!(slots <= 8, "{slots} cache keys");
     assert!(d.proxy.counter("meshguard_authn_cache_evicted") > 0);
 }
@@ -164,7 +180,10 @@ fn first_request_fetches_keys_and_waits() {
     assert_eq!(d.proxy.calls[0].cluster, "idp");
     d.answer(&mut s, jwks_answer(cases::JWKS));
     assert_eq!(d.proxy.resumed, 1);
-    assert_eq!(d.proxy.request_header("x-user-id").as_deref(), Some("alice"));
+    assert_eq!(
+        d.proxy.request_header("x-user-id").as_deref(),
+        Some("alice")
+    );
     assert_eq!(d.proxy.counter("meshguard_authn_jwks_fetch_ok.demo"), 1);
     assert_eq!(d.proxy.counter("meshguard_authn_jwks_keys.demo"), 2);
 }
@@ -221,13 +240,17 @@ fn rotation_new_kid_is_fetched_on_demand() {
     assert_eq!(flow, Flow::Pause);
     let both = merged_jwks();
     d.answer(&mut s, jwks_answer(&both));
-    assert_eq!(d.proxy.request_header("x-user-id").as_deref(), Some("carol"));
+    assert_eq!(
+        d.proxy.request_header("x-user-id").as_deref(),
+        Some("carol")
+    );
 }
 
 pub fn rotated_token(now: u64) -> Vec<(String, String)> {
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     h.kid = Some("demo-rsa-next".into());
-    let c = serde_json::json!({"iss": cases::ISSUER, "aud": "shop", "sub": "carol", "exp": now + 600});
+    let c =
+        serde_json::json!({"iss": cases::ISSUER, "aud": "shop", "sub": "carol", "exp": now + 600});
     let k = jsonwebtoken::EncodingKey::from_rsa_pem(cases::NEXT_PEM.as_bytes()).unwrap();
     let t = jsonwebtoken::encode(&h, &c, &k).unwrap();
     vec![
@@ -240,9 +263,14 @@ pub fn rotated_token(now: u64) -> Vec<(String, String)> {
 
 pub fn merged_jwks() -> String {
     let mut a: serde_json::Value = serde_json::from_str(cases::JWKS).unwrap();
-    let b: serde_json::Value =
-        serde_json::from_str(include_str!("../../../deploy/local/demo-keys/jwks-next.json")).unwrap();
-    a["keys"].as_array_mut().unwrap().extend(b["keys"].as_array().unwrap().iter().cloned());
+    let b: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../deploy/local/demo-keys/jwks-next.json"
+    ))
+    .unwrap();
+    a["keys"]
+        .as_array_mut()
+        .unwrap()
+        .extend(b["keys"].as_array().unwrap().iter().cloned());
     a.to_string()
 }
 
@@ -266,14 +294,38 @@ fn timer_refreshes_keys_after_ttl() {
 #[test]
 fn bad_configs_name_their_path() {
     let cases: &[(&str, &str)] = &[
-        (r#"{"providers":[],"rules":[{"requires":{"any":["x"]}}]}"#, "$.providers"),
-        (r#"{"providers":[{"name":"a","algorithms":["none"],"jwks":{"inline":{"keys":[]}}}],"rules":[]}"#, "$.providers[0].algorithms[0]"),
-        (r#"{"providers":[{"name":"a","algorithms":["RS256","HS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"requires":"public"}]}"#, "$.providers[0].algorithms"),
-        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{}}],"rules":[{"requires":"public"}]}"#, "$.providers[0].jwks"),
-        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"requires":{"any":["b"]}}]}"#, "$.rules[0].requires.any[0]"),
-        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"match":{"path":{"regex":"("}},"requires":"public"}]}"#, "$.rules[0].match.path.regex"),
-        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}},"clock_skew_seconds":999}],"rules":[{"requires":"public"}]}"#, "$.providers[0].clock_skew_seconds"),
-        (r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}},"wat":1}],"rules":[{"requires":"public"}]}"#, "$.providers[0].wat"),
+        (
+            r#"{"providers":[],"rules":[{"requires":{"any":["x"]}}]}"#,
+            "$.providers",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["none"],"jwks":{"inline":{"keys":[]}}}],"rules":[]}"#,
+            "$.providers[0].algorithms[0]",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["RS256","HS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"requires":"public"}]}"#,
+            "$.providers[0].algorithms",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{}}],"rules":[{"requires":"public"}]}"#,
+            "$.providers[0].jwks",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"requires":{"any":["b"]}}]}"#,
+            "$.rules[0].requires.any[0]",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}}}],"rules":[{"match":{"path":{"regex":"("}},"requires":"public"}]}"#,
+            "$.rules[0].match.path.regex",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}},"clock_skew_seconds":999}],"rules":[{"requires":"public"}]}"#,
+            "$.providers[0].clock_skew_seconds",
+        ),
+        (
+            r#"{"providers":[{"name":"a","algorithms":["RS256"],"jwks":{"remote":{"cluster":"c","path":"/j"}},"wat":1}],"rules":[{"requires":"public"}]}"#,
+            "$.providers[0].wat",
+        ),
     ];
     for (cfg, path) in cases {
         let err = match Driver::<(Authn,)>::new(cfg.as_bytes()) {
@@ -287,7 +339,10 @@ fn bad_configs_name_their_path() {
 #[test]
 fn weak_inline_rsa_key_is_a_config_error() {
     // A 1024-bit modulus (any odd number of that size will do for the check).
-    let n = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 128]);
+    let n = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        [0xC5u8; 128],
+    );
     let cfg = format!(
         r#"{{"providers":[{{"name":"a","algorithms":["RS256"],"jwks":{{"inline":{{"keys":[{{"kty":"RSA","kid":"w","n":"{n}","e":"AQAB"}}]}}}}}}],"rules":[{{"requires":{{"any":["a"]}}}}]}}"#
     );

@@ -119,7 +119,8 @@ fn sign_raw(header: &str, payload: &str, key: &EncodingKey, alg: Algorithm) -> S
 }
 
 pub fn mint(t: Tok, now: i64) -> String {
-    let rs = |c: &Value| jsonwebtoken::encode(&header(Algorithm::RS256, "demo-rsa"), c, &rsa()).unwrap();
+    let rs =
+        |c: &Value| jsonwebtoken::encode(&header(Algorithm::RS256, "demo-rsa"), c, &rsa()).unwrap();
     let base = claims(now, "alice");
     let with = |k: &str, v: Value| {
         let mut c = base.clone();
@@ -159,7 +160,9 @@ pub fn mint(t: Tok, now: i64) -> String {
             )
             .unwrap()
         }
-        Tok::UnknownKid => jsonwebtoken::encode(&header(Algorithm::RS256, "nope"), &base, &rsa()).unwrap(),
+        Tok::UnknownKid => {
+            jsonwebtoken::encode(&header(Algorithm::RS256, "nope"), &base, &rsa()).unwrap()
+        }
         Tok::TamperedHeader => {
             let t = rs(&base);
             let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
@@ -174,7 +177,9 @@ pub fn mint(t: Tok, now: i64) -> String {
         }
         Tok::TamperedSignature => {
             let t = rs(&base);
-            let mut sig = URL_SAFE_NO_PAD.decode(t.rsplit('.').next().unwrap()).unwrap();
+            let mut sig = URL_SAFE_NO_PAD
+                .decode(t.rsplit('.').next().unwrap())
+                .unwrap();
             sig[10] ^= 1;
             let keep = t.rsplit_once('.').unwrap().0;
             format!("{keep}.{}", b64(&sig))
@@ -196,7 +201,12 @@ pub fn mint(t: Tok, now: i64) -> String {
                 r#"{{"iss":"{ISSUER}","aud":"shop","sub":"alice","sub":"admin","exp":{}}}"#,
                 now + 3600
             );
-            sign_raw(r#"{"alg":"RS256","kid":"demo-rsa"}"#, &payload, &rsa(), Algorithm::RS256)
+            sign_raw(
+                r#"{"alg":"RS256","kid":"demo-rsa"}"#,
+                &payload,
+                &rsa(),
+                Algorithm::RS256,
+            )
         }
         Tok::Es256Der => {
             let t = jsonwebtoken::encode(
@@ -290,11 +300,18 @@ impl Case {
         let mut h: Vec<(String, String)> = Vec::new();
         match self.token {
             None => {}
-            Some(Put::Bearer(t)) => h.push(("authorization".into(), format!("Bearer {}", mint(t, now)))),
-            Some(Put::BearerScheme(s, t)) => h.push(("authorization".into(), format!("{s} {}", mint(t, now)))),
+            Some(Put::Bearer(t)) => {
+                h.push(("authorization".into(), format!("Bearer {}", mint(t, now))))
+            }
+            Some(Put::BearerScheme(s, t)) => {
+                h.push(("authorization".into(), format!("{s} {}", mint(t, now))))
+            }
             Some(Put::Header(n, pre, t)) => h.push((n.into(), format!("{pre}{}", mint(t, now)))),
             Some(Put::Query(t)) => path = format!("{path}?a=1&access_token={}&b=2", mint(t, now)),
-            Some(Put::Cookie(t)) => h.push(("cookie".into(), format!("theme=dark; mg_token={}; x=y", mint(t, now)))),
+            Some(Put::Cookie(t)) => h.push((
+                "cookie".into(),
+                format!("theme=dark; mg_token={}; x=y", mint(t, now)),
+            )),
             Some(Put::Two(a, b)) => {
                 h.push(("authorization".into(), format!("Bearer {}", mint(a, now))));
                 h.push(("x-api-token".into(), mint(b, now)));
@@ -307,7 +324,11 @@ impl Case {
             (":scheme".to_string(), "http".to_string()),
         ];
         out.extend(h);
-        out.extend(self.extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        out.extend(
+            self.extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         out
     }
 }
@@ -386,7 +407,12 @@ const fn bad(name: &'static str, t: Tok) -> Case {
     }
 }
 
-const fn ok(name: &'static str, path: &'static str, put: Put, want: &'static [(&'static str, Want)]) -> Case {
+const fn ok(
+    name: &'static str,
+    path: &'static str,
+    put: Put,
+    want: &'static [(&'static str, Want)],
+) -> Case {
     Case {
         name,
         method: "GET",
@@ -398,55 +424,182 @@ const fn ok(name: &'static str, path: &'static str, put: Put, want: &'static [(&
 }
 
 pub const CASES: &[Case] = &[
-    ok("valid RS256 bearer", "/api/items", Put::Bearer(Tok::Rs256), ALICE),
-    ok("valid ES256 bearer", "/api/items", Put::Bearer(Tok::Es256), ALICE),
-    ok("bearer scheme is case-insensitive", "/api/items", Put::BearerScheme("bEaReR", Tok::Rs256), ALICE),
-    ok("token from a named header", "/api/items", Put::Header("x-api-token", "", Tok::Rs256), &[
-        ("x-user-id", Want::Is("alice")), ("x-api-token", Want::Absent)]),
-    ok("token from the query is removed from the path", "/api/items", Put::Query(Tok::Rs256), &[
-        ("x-user-id", Want::Is("alice")), (":path", Want::Is("/api/items?a=1&b=2"))]),
-    ok("token from a cookie is removed from the cookie", "/api/items", Put::Cookie(Tok::Rs256), &[
-        ("x-user-id", Want::Is("alice")), ("cookie", Want::Is("theme=dark; x=y"))]),
-    ok("the same token twice is fine", "/api/items", Put::Two(Tok::Rs256, Tok::Rs256), &[
-        ("x-user-id", Want::Is("alice"))]),
-    ok("forward_token rule keeps the token", "/forward/x", Put::Bearer(Tok::Rs256), &[
-        ("x-user-id", Want::Is("alice"))]),
-    ok("HS256 service token with prefix", "/internal/jobs", Put::Header("x-service-token", "Token ", Tok::Hs256Internal), &[
-        ("x-service", Want::Is("billing")), ("x-user-id", Want::Absent), ("x-service-token", Want::Absent)]),
-    ok("required scope present", "/orders", Put::Bearer(Tok::Rs256Scoped), &[("x-user-id", Want::Is("alice"))]),
-    Case { name: "required scope missing is 403", method: "POST", path: "/orders", token: Some(Put::Bearer(Tok::Rs256)),
-           extra: &[], expect: Expect::Reply(403, Some("error=\"insufficient_scope\"")) },
-    Case { name: "required scope present on POST", method: "POST", path: "/orders", token: Some(Put::Bearer(Tok::Rs256Scoped)),
-           extra: &[], expect: Expect::Upstream(&[("x-user-id", Want::Is("alice"))]) },
-    ok("admin role via regex rule", "/admin/users", Put::Bearer(Tok::Rs256Admin), &[("x-roles", Want::Is("user,admin"))]),
-    Case { name: "admin role missing is 403", method: "GET", path: "/admin", token: Some(Put::Bearer(Tok::Rs256)),
-           extra: &[], expect: Expect::Reply(403, Some("insufficient_scope")) },
-    Case { name: "no token is 401 without error code", method: "GET", path: "/api/items", token: None,
-           extra: &[], expect: Expect::Reply(401, Some("Bearer realm=\"meshguard\"")) },
-    Case { name: "optional rule without token passes anonymous", method: "GET", path: "/optional/x", token: None,
-           extra: &[("x-user-id", "mallory")], expect: Expect::Upstream(NOBODY) },
-    Case { name: "optional rule with bad token is 401", method: "GET", path: "/optional/x", token: Some(Put::Bearer(Tok::Expired)),
-           extra: &[], expect: INVALID },
-    Case { name: "CORS preflight passes without token", method: "OPTIONS", path: "/api/items", token: None,
-           extra: &[("origin", "https://shop.example.com"), ("access-control-request-method", "POST")],
-           expect: Expect::Upstream(NOBODY) },
-    Case { name: "forged identity headers in every case variant on a public path", method: "GET", path: "/public/x",
-           token: None,
-           extra: &[("X-User-Id", "mallory"), ("x-user-id", "eve"), ("X-USER-ID", "root"), ("X-Roles", "admin"),
-                    ("x-email", "a@b"), ("X-Service", "billing")],
-           expect: Expect::Upstream(NOBODY) },
-    Case { name: "forged identity is replaced by the verified one", method: "GET", path: "/api/items",
-           token: Some(Put::Bearer(Tok::Rs256)), extra: &[("X-User-Id", "mallory"), ("x-roles", "admin")],
-           expect: Expect::Upstream(ALICE) },
+    ok(
+        "valid RS256 bearer",
+        "/api/items",
+        Put::Bearer(Tok::Rs256),
+        ALICE,
+    ),
+    ok(
+        "valid ES256 bearer",
+        "/api/items",
+        Put::Bearer(Tok::Es256),
+        ALICE,
+    ),
+    ok(
+        "bearer scheme is case-insensitive",
+        "/api/items",
+        Put::BearerScheme("bEaReR", Tok::Rs256),
+        ALICE,
+    ),
+    ok(
+        "token from a named header",
+        "/api/items",
+        Put::Header("x-api-token", "", Tok::Rs256),
+        &[
+            ("x-user-id", Want::Is("alice")),
+            ("x-api-token", Want::Absent),
+        ],
+    ),
+    ok(
+        "token from the query is removed from the path",
+        "/api/items",
+        Put::Query(Tok::Rs256),
+        &[
+            ("x-user-id", Want::Is("alice")),
+            (":path", Want::Is("/api/items?a=1&b=2")),
+        ],
+    ),
+    ok(
+        "token from a cookie is removed from the cookie",
+        "/api/items",
+        Put::Cookie(Tok::Rs256),
+        &[
+            ("x-user-id", Want::Is("alice")),
+            ("cookie", Want::Is("theme=dark; x=y")),
+        ],
+    ),
+    ok(
+        "the same token twice is fine",
+        "/api/items",
+        Put::Two(Tok::Rs256, Tok::Rs256),
+        &[("x-user-id", Want::Is("alice"))],
+    ),
+    ok(
+        "forward_token rule keeps the token",
+        "/forward/x",
+        Put::Bearer(Tok::Rs256),
+        &[("x-user-id", Want::Is("alice"))],
+    ),
+    ok(
+        "HS256 service token with prefix",
+        "/internal/jobs",
+        Put::Header("x-service-token", "Token ", Tok::Hs256Internal),
+        &[
+            ("x-service", Want::Is("billing")),
+            ("x-user-id", Want::Absent),
+            ("x-service-token", Want::Absent),
+        ],
+    ),
+    ok(
+        "required scope present",
+        "/orders",
+        Put::Bearer(Tok::Rs256Scoped),
+        &[("x-user-id", Want::Is("alice"))],
+    ),
+    Case {
+        name: "required scope missing is 403",
+        method: "POST",
+        path: "/orders",
+        token: Some(Put::Bearer(Tok::Rs256)),
+        extra: &[],
+        expect: Expect::Reply(403, Some("error=\"insufficient_scope\"")),
+    },
+    Case {
+        name: "required scope present on POST",
+        method: "POST",
+        path: "/orders",
+        token: Some(Put::Bearer(Tok::Rs256Scoped)),
+        extra: &[],
+        expect: Expect::Upstream(&[("x-user-id", Want::Is("alice"))]),
+    },
+    ok(
+        "admin role via regex rule",
+        "/admin/users",
+        Put::Bearer(Tok::Rs256Admin),
+        &[("x-roles", Want::Is("user,admin"))],
+    ),
+    Case {
+        name: "admin role missing is 403",
+        method: "GET",
+        path: "/admin",
+        token: Some(Put::Bearer(Tok::Rs256)),
+        extra: &[],
+        expect: Expect::Reply(403, Some("insufficient_scope")),
+    },
+    Case {
+        name: "no token is 401 without error code",
+        method: "GET",
+        path: "/api/items",
+        token: None,
+        extra: &[],
+        expect: Expect::Reply(401, Some("Bearer realm=\"meshguard\"")),
+    },
+    Case {
+        name: "optional rule without token passes anonymous",
+        method: "GET",
+        path: "/optional/x",
+        token: None,
+        extra: &[("x-user-id", "mallory")],
+        expect: Expect::Upstream(NOBODY),
+    },
+    Case {
+        name: "optional rule with bad token is 401",
+        method: "GET",
+        path: "/optional/x",
+        token: Some(Put::Bearer(Tok::Expired)),
+        extra: &[],
+        expect: INVALID,
+    },
+    Case {
+        name: "CORS preflight passes without token",
+        method: "OPTIONS",
+        path: "/api/items",
+        token: None,
+        extra: &[
+            ("origin", "https://shop.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+        expect: Expect::Upstream(NOBODY),
+    },
+    Case {
+        name: "forged identity headers in every case variant on a public path",
+        method: "GET",
+        path: "/public/x",
+        token: None,
+        extra: &[
+            ("X-User-Id", "mallory"),
+            ("x-user-id", "eve"),
+            ("X-USER-ID", "root"),
+            ("X-Roles", "admin"),
+            ("x-email", "a@b"),
+            ("X-Service", "billing"),
+        ],
+        expect: Expect::Upstream(NOBODY),
+    },
+    Case {
+        name: "forged identity is replaced by the verified one",
+        method: "GET",
+        path: "/api/items",
+        token: Some(Put::Bearer(Tok::Rs256)),
+        extra: &[("X-User-Id", "mallory"), ("x-roles", "admin")],
+        expect: Expect::Upstream(ALICE),
+    },
     bad("alg none", Tok::AlgNone("none")),
     bad("alg None", Tok::AlgNone("None")),
     bad("alg NONE", Tok::AlgNone("NONE")),
-    bad("HS256 signed with the RSA public key", Tok::HsWithRsaPublicKey),
+    bad(
+        "HS256 signed with the RSA public key",
+        Tok::HsWithRsaPublicKey,
+    ),
     bad("unknown kid", Tok::UnknownKid),
     bad("tampered header", Tok::TamperedHeader),
     bad("tampered payload", Tok::TamperedPayload),
     bad("tampered signature", Tok::TamperedSignature),
-    bad("signed by another key under a known kid", Tok::SignedByOtherKey),
+    bad(
+        "signed by another key under a known kid",
+        Tok::SignedByOtherKey,
+    ),
     bad("expired", Tok::Expired),
     bad("nbf in the future", Tok::NotYetValid),
     bad("wrong iss", Tok::WrongIssuer),
@@ -458,8 +611,20 @@ pub const CASES: &[Case] = &[
     bad("duplicate JSON members", Tok::DuplicateMember),
     bad("ES256 with a DER signature", Tok::Es256Der),
     bad("crit header parameter", Tok::Crit),
-    Case { name: "two different tokens", method: "GET", path: "/api/items", token: Some(Put::Two(Tok::Rs256, Tok::OtherUser)),
-           extra: &[], expect: INVALID },
-    Case { name: "service token on a user route", method: "GET", path: "/api/items",
-           token: Some(Put::Bearer(Tok::Hs256Internal)), extra: &[], expect: INVALID },
+    Case {
+        name: "two different tokens",
+        method: "GET",
+        path: "/api/items",
+        token: Some(Put::Two(Tok::Rs256, Tok::OtherUser)),
+        extra: &[],
+        expect: INVALID,
+    },
+    Case {
+        name: "service token on a user route",
+        method: "GET",
+        path: "/api/items",
+        token: Some(Put::Bearer(Tok::Hs256Internal)),
+        extra: &[],
+        expect: INVALID,
+    },
 ];
