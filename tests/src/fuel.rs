@@ -33,6 +33,29 @@ pub const AB_BENCH_CONFIG: &str = r#"{"experiments":[{"name":"checkout","variant
 /// deployments use), with a QA override.
 pub const AB_MATCH_CONFIG: &str = r#"{"experiments":[{"name":"checkout","variants":[{"name":"control","weight":50},{"name":"treatment","weight":50}],"sticky_key":[{"header":"x-user-id"},"visitor_cookie"],"match":{"hosts":["shop.example.com"],"path_prefixes":["/checkout"]}}],"qa_override":{"secret_sha256":"1c8bfe8f801d79745c4631d09fff36c82aa37fc4cce4fc946683d7b336b63032"}}"#;
 
+/// authn as `make bench` runs it: the demo provider with the demo keys
+/// inline, every path requiring a token.
+pub const AUTHN_BENCH_CONFIG: &str = concat!(
+    r#"{"providers":[{"name":"demo","issuer":"https://demo.meshguard.local","audiences":["shop"],"algorithms":["RS256","ES256"],"jwks":{"inline":"#,
+    include_str!("../../deploy/local/demo-keys/jwks.json"),
+    r#"}}],"rules":[{"match":{"path":{"prefix":"/public"}},"requires":"public"},{"requires":{"any":["demo"]}}]}"#
+);
+
+/// The same without the token cache: every request verifies a signature.
+pub const AUTHN_COLD_CONFIG: &str = concat!(
+    r#"{"providers":[{"name":"demo","issuer":"https://demo.meshguard.local","audiences":["shop"],"algorithms":["RS256","ES256"],"jwks":{"inline":"#,
+    include_str!("../../deploy/local/demo-keys/jwks.json"),
+    r#"}}],"rules":[{"match":{"path":{"prefix":"/public"}},"requires":"public"},{"requires":{"any":["demo"]}}],"cache":{"max_entries":0}}"#
+);
+
+/// Tokens for the bench and this table (bench/authn-tokens.json).
+pub fn authn_token(which: &str) -> &'static str {
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../../bench/authn-tokens.json")).unwrap_or_default();
+    let t = v[which].as_str().unwrap_or_default();
+    Box::leak(format!("Bearer {t}").into_boxed_str())
+}
+
 /// One request path through one filter.
 pub struct FuelPath {
     /// `<filter>/<path>`: the key in `bench/fuel-budget.json`.
@@ -92,6 +115,14 @@ fn no_cookie(cookies: &[String]) -> Result<(), String> {
     }
 }
 
+fn identity(up: &Headers, _: &[String]) -> Result<(), String> {
+    match up.get_all("x-user-id").as_slice() {
+        [v] if v == "user-42" => Ok(()),
+        other => Err(format!("expected x-user-id user-42, got {other:?}")),
+    }
+}
+
+const AUTHN: &str = "dist/authn.wasm";
 const AB: &str = "dist/ab-routing.wasm";
 const AB_BUILD: &str = "make build";
 
@@ -181,6 +212,89 @@ pub fn paths() -> Vec<FuelPath> {
             },
         },
         FuelPath {
+            name: "authn/warm-cache-rs256",
+            module: AUTHN,
+            build: AB_BUILD,
+            config: AUTHN_BENCH_CONFIG,
+            request: request(
+                "shop.example.com",
+                "/checkout",
+                &[("authorization", authn_token("rs256"))],
+            ),
+            check: identity,
+        },
+        FuelPath {
+            name: "authn/cold-rs256",
+            module: AUTHN,
+            build: AB_BUILD,
+            config: AUTHN_COLD_CONFIG,
+            request: request(
+                "shop.example.com",
+                "/checkout",
+                &[("authorization", authn_token("rs256"))],
+            ),
+            check: identity,
+        },
+        FuelPath {
+            name: "authn/cold-es256",
+            module: AUTHN,
+            build: AB_BUILD,
+            config: AUTHN_COLD_CONFIG,
+            request: request(
+                "shop.example.com",
+                "/checkout",
+                &[("authorization", authn_token("es256"))],
+            ),
+            check: identity,
+        },
+        FuelPath {
+            name: "authn/junk-unknown-kid",
+            module: AUTHN,
+            build: AB_BUILD,
+            config: AUTHN_BENCH_CONFIG,
+            request: request(
+                "shop.example.com",
+                "/checkout",
+                &[("authorization", authn_token("junk"))],
+            ),
+            check: |up, _| match up.get(":local-status").as_deref() {
+                Some("401") => Ok(()),
+                other => Err(format!("expected a local 401, got {other:?}")),
+            },
+        },
+        FuelPath {
+            name: "authn/junk-malformed",
+            module: AUTHN,
+            build: AB_BUILD,
+            config: AUTHN_BENCH_CONFIG,
+            request: request(
+                "shop.example.com",
+                "/checkout",
+                &[("authorization", "Bearer not-a-jwt")],
+            ),
+            check: |up, _| match up.get(":local-status").as_deref() {
+                Some("401") => Ok(()),
+                other => Err(format!("expected a local 401, got {other:?}")),
+            },
+        },
+        FuelPath {
+            name: "authn/public-forged-identity",
+            module: AUTHN,
+            build: AB_BUILD,
+            config: AUTHN_BENCH_CONFIG,
+            request: request(
+                "shop.example.com",
+                "/public/x",
+                &[("x-user-id", "admin"), ("X-User-Id", "root")],
+            ),
+            check: |up, _| {
+                if up.contains("x-user-id") {
+                    return Err("forged x-user-id reached the upstream".into());
+                }
+                Ok(())
+            },
+        },
+        FuelPath {
             name: "wasm-noop/request",
             module: "target/fixtures/noop-filter.wasm",
             build: "make build-fixtures",
@@ -224,6 +338,12 @@ fn cycle(vm: &mut Vm, request: &Headers) -> Result<(Headers, Vec<String>), Strin
         .request_headers(request.clone(), true)
         .map_err(|e| e.to_string())?;
     if action != Action::Continue {
+        // A local reply (authn's 401): the path ends there.
+        if let Some(r) = http.local_response() {
+            http.finish().map_err(|e| e.to_string())?;
+            let status = r.status.to_string();
+            return Ok((Headers::from_pairs(&[(":local-status", status)]), Vec::new()));
+        }
         return Err(format!(
             "request headers: expected Continue, got {action:?}"
         ));

@@ -103,7 +103,29 @@ pub struct Jws<'t> {
     /// `header.payload`, what the signature covers.
     pub signing_input: &'t [u8],
     pub payload_b64: &'t str,
-    pub signature: Vec<u8>,
+    /// The signature segment, decoded only once a key was found.
+    pub signature_b64: &'t str,
+}
+
+impl Jws<'_> {
+    pub fn signature(&self) -> Result<Vec<u8>, Invalid> {
+        URL_SAFE_NO_PAD
+            .decode(self.signature_b64)
+            .map_err(|_| Invalid::Malformed)
+    }
+}
+
+/// The JOSE header members this filter reads.
+#[derive(serde::Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(default)]
+    alg: Option<Value>,
+    #[serde(default, borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<de::IgnoredAny>,
+    #[serde(default)]
+    b64: Option<Value>,
 }
 
 /// Largest decoded JOSE header accepted (they are ~100 bytes).
@@ -125,9 +147,13 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
         return Err(Invalid::Malformed);
     }
     let header = URL_SAFE_NO_PAD.decode(h).map_err(|_| Invalid::Malformed)?;
-    let header = strict_object(&header).ok_or(Invalid::Malformed)?;
-    let alg = match header.get("alg") {
-        Some(Value::String(a)) => Alg::from_jose(a).ok_or(Invalid::Algorithm)?,
+    // Typed and borrowing: serde's derive refuses a duplicated member it
+    // knows (a second `alg`, `kid`, `crit`); members it does not know are
+    // never read. Objects only: `[..]` or a string is malformed.
+    let header: JoseHeader<'_> =
+        serde_json::from_slice(&header).map_err(|_| Invalid::Malformed)?;
+    let alg = match header.alg {
+        Some(Value::String(a)) => Alg::from_jose(&a).ok_or(Invalid::Algorithm)?,
         _ => return Err(Invalid::Algorithm),
     };
     if !allowed.contains(&alg) {
@@ -135,22 +161,23 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
     }
     // RFC 7515 §4.1.11: every listed extension must be understood; this
     // filter understands none, and `crit` must never be empty.
-    if header.contains_key("crit") {
+    if header.crit.is_some() {
         return Err(Invalid::Crit);
     }
     // RFC 7797 unencoded payloads are not supported.
-    if let Some(b64) = header.get("b64") {
-        if b64 != &Value::Bool(true) {
-            return Err(Invalid::Crit);
-        }
+    if header.b64.is_some_and(|b| b != Value::Bool(true)) {
+        return Err(Invalid::Crit);
     }
-    let kid = match header.get("kid") {
+    let kid = match header.kid {
         None => None,
-        Some(Value::String(k)) if k.len() <= 256 => Some(k.clone()),
+        Some(k) if k.len() <= 256 => Some(k.into_owned()),
         Some(_) => return Err(Invalid::Malformed),
     };
     // `jku`, `x5u`, `jwk`, `x5c`: untrusted, ignored, never fetched.
-    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| Invalid::Malformed)?;
+    // Cheap shape check now; decoding waits until a key is found.
+    if s.len() > 1024 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(Invalid::Malformed);
+    }
     let signing_input = token
         .get(..h.len() + 1 + p.len())
         .ok_or(Invalid::Malformed)?
@@ -160,7 +187,7 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
         kid,
         signing_input,
         payload_b64: p,
-        signature,
+        signature_b64: s,
     })
 }
 

@@ -160,6 +160,8 @@ pub struct Authn {
     config_fp: u64,
     claim_paths: Vec<String>,
     owned: Vec<Rc<str>>,
+    /// The 401 for each reason, prepared once.
+    replies: Vec<(Invalid, LocalReply)>,
     vm: RefCell<Vm>,
     m: Metrics,
 }
@@ -393,7 +395,7 @@ impl Stage for Authn {
             providers.len(),
             rules.len()
         );
-        Ok(Self {
+        let mut stage = Self {
             providers,
             rules,
             bypass_cors: config.bypass_cors_preflight,
@@ -402,12 +404,29 @@ impl Stage for Authn {
             config_fp,
             claim_paths,
             owned,
+            replies: Vec::new(),
             vm: RefCell::new(Vm {
                 local,
                 ..Vm::default()
             }),
             m,
-        })
+        };
+        stage.replies = Invalid::ALL
+            .iter()
+            .filter_map(|i| {
+                let d = i.description();
+                match stage.deny(
+                    401,
+                    Some(stage.challenge(Some(("invalid_token", d)), None)),
+                    "invalid_token",
+                    d,
+                ) {
+                    Step::Respond(r) => Some((*i, r)),
+                    _ => None,
+                }
+            })
+            .collect();
+        Ok(stage)
     }
 
     fn needs(&self) -> Needs {
@@ -643,6 +662,11 @@ impl Authn {
     fn invalid(&self, why: Invalid, cx: &mut Cx<'_>) -> Step {
         if let Some((_, id)) = self.m.denied.iter().find(|(i, _)| *i == why) {
             cx.count(*id);
+        }
+        // Built once per reason at configure time: a junk flood pays no
+        // formatting.
+        if let Some((_, reply)) = self.replies.iter().find(|(i, _)| *i == why) {
+            return Step::Respond(reply.clone());
         }
         let d = why.description();
         self.deny(
@@ -968,7 +992,7 @@ impl Authn {
             return keys
                 .select(jws.kid.as_deref(), jws.alg)
                 .and_then(|k| {
-                    if k.key.verify(jws.alg, jws.signing_input, &jws.signature) {
+                    if k.key.verify(jws.alg, jws.signing_input, &jws.signature()?) {
                         Ok(())
                     } else {
                         Err(Invalid::Signature)
