@@ -6,3 +6,6 @@
 pub mod envoy;
 pub mod filters;
 pub mod oci;
+pub mod policy;
+pub mod rules;
+pub mod yaml;
