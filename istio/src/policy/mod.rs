@@ -357,7 +357,7 @@ impl PolicyFile {
                         cx.errors.push(format!(
                             "{}:{} {}: an environment overrides {}; not `{k}`",
                             self.origin,
-                            line.map(|l| l.to_string()).unwrap_or_default(),
+                            line.map(|l| format!("{l}:")).unwrap_or_default(),
                             child(&at, k),
                             OVERRIDABLE.join(", ")
                         ));
@@ -516,17 +516,22 @@ fn check_traffic_combined(cx: &mut Ctx<'_>, at: &str, t: &Traffic) {
         {
             cx.err(
                 &child(at, "retries"),
-                "attempts: 0 disables retries; perTryTimeout, retryOn and retryRemoteLocalities cannot be set with it (a baseline or `defaults` perTryTimeout is dropped if you say `perTryTimeout: null`)",
+                "attempts: 0 disables retries; perTryTimeout, retryOn and retryRemoteLocalities cannot be set with it",
             );
         }
     }
 }
 
 /// Layers `over` onto `base` field by field (JSON merge of the set fields).
+/// `retries: {attempts: 0}` turns retries off: nothing below it is kept.
 fn layer(base: &Traffic, over: &Traffic) -> Traffic {
     let mut v = opt_to_value(base);
     merge_patch(&mut v, &opt_to_value(over));
-    serde_json::from_value(v).unwrap_or_else(|_| base.clone())
+    let mut t: Traffic = serde_json::from_value(v).unwrap_or_else(|_| base.clone());
+    if over.retries.as_ref().and_then(|r| r.attempts) == Some(0) {
+        t.retries = over.retries.clone();
+    }
+    t
 }
 
 fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Resolved> {
@@ -762,6 +767,8 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
                 continue;
             }
         };
+        // Present, even if its entry has mistakes (reported already).
+        experiments_used |= f.takes_experiments;
         let Some(fp) = cx.parse::<FilterPolicy>(&at, v) else {
             continue;
         };
@@ -809,7 +816,6 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
             } else {
                 config["experiments"] = Value::Array(plugin_experiments.clone());
             }
-            experiments_used = true;
         }
         match serde_json::to_vec(&config) {
             // An experiment that did not parse is reported already; the
@@ -1075,3 +1081,6 @@ fn config_path(json_path: &str, config_at: &str, experiments: &[String]) -> Stri
     }
     format!("{config_at}{rest}")
 }
+
+#[cfg(test)]
+mod tests;
