@@ -599,6 +599,15 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
         let traffic = layer(&defaults, &own);
         check_traffic_combined(cx, &at, &traffic);
         check_lb(cx, &at, &s);
+        if let Some(host) = &s.host {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if let Err(e) = rules::dns1123_subdomain(name) {
+                cx.err(
+                    &child(&at, "host"),
+                    format!("{e}; a host is a service name or FQDN, optionally `*.`-prefixed"),
+                );
+            }
+        }
         let mut subsets = BTreeMap::new();
         for (sub, def) in &s.subsets {
             let p = child(&child(&at, "subsets"), sub);

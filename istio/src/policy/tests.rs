@@ -112,6 +112,7 @@ fn every_rule_has_an_error_with_path_and_line() {
         ("business services hash", "    hash: {header: x-user-id}\n".into(), "".into(), "services.cart.hash", "needs `hash`", "  cart:"),
         ("roles", "role: base".into(), "role: core".into(), "services.api.role", "unknown variant `core`", "role: core"),
         ("unknown fields", API.into(), api_with("    timout: 1s\n"), "services.api.timout", "unknown field `timout`", "timout"),
+        ("hosts are DNS names", API.into(), api_with("    host: api.shop.svc:80\n"), "services.api.host", "not a valid Kubernetes name", "host: api"),
         ("namespaces declared", API.into(), api_with("    namespace: other\n"), "services.api.namespace", "not in mesh.namespaces", "namespace: other"),
         ("variant header lowercase", "    service: cart\n".into(), "    service: cart\n    header: X-Variant\n".into(), "experiments.exp.header", "must be lowercase", "header: X-Variant"),
         ("experiment service exists", "service: cart".into(), "service: carts".into(), "experiments.exp.service", "no service `carts`", "service: carts"),
