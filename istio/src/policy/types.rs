@@ -170,9 +170,6 @@ pub struct Service {
     pub timeout: Option<String>,
 }
 
-/// The traffic fields of a service (the rest is not traffic policy).
-pub const TRAFFIC_FIELDS: &[&str] = &["connectionPool", "outlierDetection", "retries", "timeout"];
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum HashOn {
