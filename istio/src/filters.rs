@@ -16,25 +16,47 @@ pub struct Filter {
     pub config_key: &'static str,
     /// Parses and validates a pluginConfig (JSON) exactly as the filter does.
     pub validate: fn(&[u8]) -> Result<(), ConfigError>,
+    /// Where `meshguard render` puts its WasmPlugin: Istio phase, and the
+    /// priority within the phase (higher runs first).
+    pub phase: &'static str,
+    pub priority: i32,
+    /// Its pluginConfig's `experiments` come from the policy's experiments
+    /// (ab-routing), which also render DestinationRule subsets and routes.
+    pub takes_experiments: bool,
 }
 
 fn validate_stage<S: Stage>(json: &[u8]) -> Result<(), ConfigError> {
     <(S,)>::build(json, &mut NoMetrics).map(|_| ())
 }
 
-fn filter<S: Stage>() -> Filter {
+fn filter<S: Stage>(phase: &'static str, priority: i32) -> Filter {
     Filter {
         name: S::NAME,
         config_key: S::CONFIG_KEY,
         validate: validate_stage::<S>,
+        phase,
+        priority,
+        takes_experiments: false,
     }
 }
 
-/// Every shipped filter.
+/// Every shipped filter, with its place in Istio's HTTP filter chain
+/// (AUTHN plugins -> jwt_authn -> AUTHZ plugins -> RBAC -> STATS plugins ->
+/// router; higher priority first within a phase). Planned:
+/// `filter::<meshguard_ratelimit::RateLimit>("AUTHZ", 0)`,
+/// `filter::<meshguard_accesslog::AccessLog>("STATS", 0)`.
 pub fn all() -> Vec<Filter> {
     vec![
-        filter::<meshguard_authn::Authn>(),
-        filter::<meshguard_ab_routing::AbRouting>(),
+        filter::<meshguard_authn::Authn>("AUTHN", 0),
+        // After authn (its sticky key, x-user-id, must be trustworthy) and
+        // before ratelimit and accesslog (they see the variant). Every wasm
+        // phase runs before the router, and Envoy re-selects the route when
+        // a filter changes request headers, so VirtualService header matches
+        // see the variant. See README "Where ab-routing runs".
+        Filter {
+            takes_experiments: true,
+            ..filter::<meshguard_ab_routing::AbRouting>("AUTHZ", 10)
+        },
     ]
 }
 

@@ -1,5 +1,7 @@
 //! `meshguard` CLI.
 //!
+//!     meshguard render POLICY [--env ENV] [-o DIR] [--lock FILE] [--envoyfilter local|ecds]
+//!     meshguard validate POLICY [--lock FILE]
 //!     meshguard validate <filter> <config.json|config.yaml|->
 //!     meshguard envoy-config [--filters FILE] [--listen H:P] [--admin H:P]
 //!                            [--upstream H:P] [--wasm-dir DIR] [--compose] [-o FILE]
@@ -15,11 +17,25 @@ use std::process::ExitCode;
 use meshguard::envoy::{self, Addr, FiltersFile, Local, WasmFilter};
 use meshguard::filters;
 use meshguard::oci;
+use meshguard::policy::{self, render, PolicyFile};
 
 fn usage() -> String {
     let names: Vec<&str> = filters::all().iter().map(|f| f.name).collect();
     format!(
         "usage:
+  meshguard render POLICY [--env ENV] [-o DIR] [--lock FILE] [--envoyfilter local|ecds]
+      Renders Istio resources from a policy file (see istio/examples/shop.yaml):
+      a DestinationRule and a VirtualService per service, a WasmPlugin per
+      filter (or, with --envoyfilter, EnvoyFilters: `local` inserts the
+      module from mesh.wasmDir in the proxy, `ecds` has istio-agent fetch
+      the oci:// image). Without --env: the policy without environment
+      overrides. Multi-document YAML on stdout, or one file per resource in
+      DIR. --lock takes digests from `make push`'s dist/images.lock.json
+      for filters whose policy has no `digest`.
+  meshguard validate POLICY [--lock FILE]
+      Checks the policy and every environment: the schema, Istio's
+      validation rules, each filter's config with the filter's own code.
+      Every mistake as POLICY:LINE: path: what is wrong.
   meshguard validate <filter> <config.json|config.yaml|->
       Checks a pluginConfig with the filter's own code (JSON, or YAML as in
       a WasmPlugin's pluginConfig). Errors name the file and the JSON path.
@@ -48,7 +64,10 @@ fn usage() -> String {
 
 {}
 
-filters: {}",
+filters: {}
+
+exit codes: 0 success; 1 invalid input (policy, config, files) or a failed
+operation (registry); 2 usage error (unknown command or option).",
         meshguard::token::USAGE,
         names.join(", ")
     )
@@ -63,7 +82,11 @@ fn main() -> ExitCode {
         }
         Err(msg) => {
             eprintln!("meshguard: {msg}");
-            ExitCode::FAILURE
+            if msg.starts_with("usage:") || msg.contains("\n\nusage:") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -74,7 +97,12 @@ fn run(args: &[String]) -> Result<String, String> {
         return Ok(usage() + "\n");
     }
     match args.first().map(String::as_str) {
+        Some("render") => render_cmd(args.get(1..).unwrap_or_default()),
         Some("validate") => match args {
+            [_, policy] => validate_policy(policy, None),
+            [_, policy, flag, lock] if flag == "--lock" => {
+                validate_policy(policy, Some(Path::new(lock)))
+            }
             [_, filter, file] => {
                 let f = filters::find(filter)?;
                 let (text, origin) = read_input(file)?;
@@ -119,6 +147,107 @@ fn run(args: &[String]) -> Result<String, String> {
         Some("pull") => pull(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help" | "help") => Ok(usage() + "\n"),
         _ => Err(usage()),
+    }
+}
+
+fn validate_policy(policy: &str, lock: Option<&Path>) -> Result<String, String> {
+    let lock = lock.map(policy::load_lock).transpose()?;
+    let file = PolicyFile::load(Path::new(policy))?;
+    match file.validate(lock.as_ref()) {
+        Ok(n) => {
+            let envs = file.environments();
+            Ok(format!(
+                "{policy}: ok ({n} checked: the base policy{})\n",
+                if envs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and environments {}", envs.join(", "))
+                }
+            ))
+        }
+        Err(errors) => Err(format!(
+            "{} error{} in {policy}:\n{}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors.join("\n")
+        )),
+    }
+}
+
+fn render_cmd(args: &[String]) -> Result<String, String> {
+    let mut positional = Vec::new();
+    let mut env: Option<String> = None;
+    let mut out: Option<PathBuf> = None;
+    let mut lock: Option<PathBuf> = None;
+    let mut wiring = render::Wiring::WasmPlugin;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value\n\n{}", usage()))
+        };
+        match arg.as_str() {
+            "--env" => env = Some(value()?),
+            "-o" | "--output" => out = Some(PathBuf::from(value()?)),
+            "--lock" => lock = Some(PathBuf::from(value()?)),
+            "--envoyfilter" => wiring = render::Wiring::parse(&value()?)?,
+            flag if flag.starts_with('-') && flag != "-" => {
+                return Err(format!("unknown option `{flag}`\n\n{}", usage()))
+            }
+            _ => positional.push(arg.clone()),
+        }
+    }
+    let [policy_path] = positional.as_slice() else {
+        return Err(usage());
+    };
+    let lock = lock.as_deref().map(policy::load_lock).transpose()?;
+    let file = PolicyFile::load(Path::new(policy_path))?;
+    let resolved = file
+        .resolve(env.as_deref(), lock.as_ref())
+        .map_err(|errors| {
+            format!(
+                "{} error{} in {policy_path}:\n{}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" },
+                errors.join("\n")
+            )
+        })?;
+    let resources = render::resources(&resolved, wiring)?;
+    match out {
+        None => render::to_stream(&resolved, &resources),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let mut written = String::new();
+            // A resource rendered last time but not now (a removed service)
+            // must not linger for `kubectl apply -f DIR`: drop the files this
+            // command wrote before (they start with its header), nothing else.
+            let names: Vec<String> = resources.iter().map(|r| r.file_name()).collect();
+            let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".yaml") || names.contains(&name) {
+                    continue;
+                }
+                let ours = std::fs::read_to_string(&path)
+                    .is_ok_and(|t| t.starts_with("# Generated by `meshguard render "));
+                if ours {
+                    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    written.push_str(&format!(
+                        "removed {} (no longer rendered)\n",
+                        path.display()
+                    ));
+                }
+            }
+            for r in &resources {
+                let path = dir.join(r.file_name());
+                std::fs::write(&path, render::to_file(&resolved, r)?)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                written.push_str(&format!("wrote {}\n", path.display()));
+            }
+            Ok(written)
+        }
     }
 }
 
