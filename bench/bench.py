@@ -136,6 +136,51 @@ def lua_filter():
     }]
 
 
+# authn: the demo provider with the demo keys inline (the same as
+# AUTHN_BENCH_CONFIG in tests/src/fuel.rs) and the tokens of
+# bench/authn-tokens.json; the native jwt_authn variants get the same keys,
+# issuer, audience and claim-to-header.
+with open(os.path.join(ROOT, "deploy/local/demo-keys/jwks.json")) as _f:
+    DEMO_JWKS = json.load(_f)
+with open(os.path.join(ROOT, "bench/authn-tokens.json")) as _f:
+    AUTHN_TOKENS = json.load(_f)
+DEMO_ISSUER = "https://demo.meshguard.local"
+
+
+def authn_config(cache=True):
+    cfg = {
+        "providers": [{"name": "demo", "issuer": DEMO_ISSUER, "audiences": ["shop"],
+                       "algorithms": ["RS256", "ES256"], "jwks": {"inline": DEMO_JWKS}}],
+        "rules": [{"match": {"path": {"prefix": "/public"}}, "requires": "public"},
+                  {"requires": {"any": ["demo"]}}],
+    }
+    if not cache:
+        cfg["cache"] = {"max_entries": 0}
+    return cfg
+
+
+def bearer(which):
+    return [f"authorization: Bearer {AUTHN_TOKENS[which]}"]
+
+
+def native_jwt_authn(cache):
+    provider = {
+        "issuer": DEMO_ISSUER, "audiences": ["shop"],
+        "local_jwks": {"inline_string": json.dumps(DEMO_JWKS)},
+        "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}],
+    }
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
+    return lambda: [{
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"demo": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "demo"}}],
+        },
+    }]
+
+
 def repo_path(rel):
     return os.path.join(ROOT, rel)
 
@@ -154,6 +199,28 @@ VARIANTS = [
     {"name": "meshguard ab-routing (wasm)", "group": "ab-routing",
      "needs": {"dist/ab-routing.wasm": "make build"},
      "filters": lambda: [wasm_filter("ab-routing", repo_path("dist/ab-routing.wasm"), AB_CONFIG)]},
+    # authn: one RS256 token on every request (warm: the cache answers;
+    # native jwt_authn verifies every request unless jwt_cache_config),
+    # "cold": the cache off, so every request verifies a signature; "junk":
+    # an unknown kid and a random signature (401s).
+    {"name": "native jwt_authn (default)", "group": "authn", "headers": bearer("rs256"),
+     "filters": native_jwt_authn(cache=False)},
+    {"name": "native jwt_authn (jwt_cache_config)", "group": "authn", "headers": bearer("rs256"),
+     "filters": native_jwt_authn(cache=True)},
+    {"name": "meshguard authn warm cache (wasm)", "group": "authn", "headers": bearer("rs256"),
+     "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config())]},
+    {"name": "meshguard authn cold RS256 (wasm)", "group": "authn", "headers": bearer("rs256"),
+     "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(cache=False))]},
+    {"name": "meshguard authn cold ES256 (wasm)", "group": "authn", "headers": bearer("es256"),
+     "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(cache=False))]},
+    {"name": "native jwt_authn junk tokens", "group": "authn", "headers": bearer("junk"),
+     "non_2xx": True, "filters": native_jwt_authn(cache=True)},
+    {"name": "meshguard authn junk tokens (wasm)", "group": "authn", "headers": bearer("junk"),
+     "non_2xx": True, "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config())]},
 ]
 BASELINE = VARIANTS[0]["name"]
 
@@ -210,6 +277,8 @@ class Envoy:
     def __init__(self, variant, workdir, prefix):
         self.port, self.admin = free_port(), free_port()
         name = variant["name"]
+        self.headers = variant.get("headers", REQUEST_HEADERS)
+        self.non_2xx = variant.get("non_2xx", False)
         self.cfg = os.path.join(workdir, re.sub(r"\W+", "_", name) + ".json")
         with open(self.cfg, "w") as f:
             json.dump(envoy_config(variant, self.port, self.admin), f)
@@ -270,15 +339,24 @@ def parse_latency(text, pct):
     return float(m.group(1)) * UNIT[m.group(2)] if m else float("nan")
 
 
-def wrk(prefix, port, conns, duration):
+def wrk(prefix, envoy, conns, duration):
+    """One wrk run against `envoy` with its variant's request headers. A
+    variant that answers locally (`non_2xx`: junk tokens, 401) must see only
+    non-2xx answers; every other variant none."""
     cmd = prefix + ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
-    for h in REQUEST_HEADERS:
+    for h in envoy.headers:
         cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{port}{REQUEST_PATH}")
+    cmd.append(f"http://127.0.0.1:{envoy.port}{REQUEST_PATH}")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors", out)
+    if envoy.non_2xx:
+        # Every answer must be the local reply, none the upstream's.
+        errors = errors or not non2xx or (total and int(non2xx.group(1)) != int(total.group(1)))
+    else:
+        errors = errors or non2xx
     if not rps or not total or errors:
         raise SystemExit(f"wrk failed or saw errors:\n{out}")
     return {"rps": float(rps.group(1)), "p50": parse_latency(out, 50), "p99": parse_latency(out, 99),
@@ -303,7 +381,7 @@ def measure(envoy, wrk_prefix, conns, duration, core):
     rq0 = envoy.requests_served()
     c0 = core_ticks(core) if core is not None else (0, 0)
     t0 = envoy.cpu_ticks()
-    r = wrk(wrk_prefix, envoy.port, conns, duration)
+    r = wrk(wrk_prefix, envoy, conns, duration)
     t1 = envoy.cpu_ticks()
     c1 = core_ticks(core) if core is not None else (0, 0)
     rq1 = envoy.requests_served()
@@ -328,7 +406,7 @@ def measure_side_by_side(envoys, wrk_prefix, conns, duration, core):
 
     def load(n):
         try:
-            wrk(wrk_prefix, envoys[n].port, conns, duration)
+            wrk(wrk_prefix, envoys[n], conns, duration)
         except BaseException as e:  # re-raised below, in the main thread
             failures.append(e)
 
@@ -563,7 +641,7 @@ def main():
     try:
         for v in selected:
             envoys[v["name"]] = Envoy(v, OUT_DIR, envoy_prefix)
-            wrk(wrk_prefix, envoys[v["name"]].port, 16, 1)  # warm-up: VM start, JIT, connections
+            wrk(wrk_prefix, envoys[v["name"]], 16, 1)  # warm-up: VM start, JIT, connections
         # Connection counts outermost within a round: the runs a ratio or a
         # difference pairs are then at most one pass over the variants apart.
         for rnd in range(1, args.rounds + 1):
