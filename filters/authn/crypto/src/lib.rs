@@ -559,7 +559,9 @@ mod tests {
             assert_eq!(Alg::from_jose(a.as_str()), Some(a));
             assert_eq!(Alg::from_jose(&a.as_str().to_lowercase()), None);
         }
-        for s in ["none", "None", "NONE", "", "rs256", "Rs256", "EDDSA", "ES512", "HS256 "] {
+        for s in [
+            "none", "None", "NONE", "", "rs256", "Rs256", "EDDSA", "ES512", "HS256 ",
+        ] {
             assert_eq!(Alg::from_jose(s), None, "{s}");
         }
     }
@@ -581,6 +583,9 @@ mod tests {
         );
         let k = VerifyingKey::hmac(b"supersecret").unwrap();
         let dbg = format!("{k:?}");
-        assert!(!dbg.contains("supersecret") && dbg.contains("HMAC"), "{dbg}");
+        assert!(
+            !dbg.contains("supersecret") && dbg.contains("HMAC"),
+            "{dbg}"
+        );
     }
 }

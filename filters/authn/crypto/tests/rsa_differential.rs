@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use meshguard_authn_crypto::{Alg, KeyError, VerifyingKey, __rsa_public_op};
+use meshguard_authn_crypto::{__rsa_public_op, Alg, KeyError, VerifyingKey};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
@@ -43,7 +43,13 @@ fn to_k_bytes(x: &BigUint, k: usize) -> Vec<u8> {
 fn modpow_matches_num_bigint_over_random_moduli() {
     let mut r = rng(1);
     let mut checked = 0;
-    for (bits, count) in [(2048, 2000), (2049, 200), (3072, 500), (4096, 300), (2055, 100)] {
+    for (bits, count) in [
+        (2048, 2000),
+        (2049, 200),
+        (3072, 500),
+        (4096, 300),
+        (2055, 100),
+    ] {
         for i in 0..count {
             let n_bytes = random_odd(&mut r, bits);
             let n = BigUint::from_bytes_be(&n_bytes);
@@ -64,11 +70,13 @@ fn modpow_matches_num_bigint_over_random_moduli() {
                 0 => BigUint::from(0u8),
                 1 => BigUint::from(1u8),
                 2 => &n - BigUint::from(1u8),
-                _ => BigUint::from_bytes_be(&{
-                    let mut b = vec![0u8; k];
-                    r.fill_bytes(&mut b);
-                    b
-                }) % &n,
+                _ => {
+                    BigUint::from_bytes_be(&{
+                        let mut b = vec![0u8; k];
+                        r.fill_bytes(&mut b);
+                        b
+                    }) % &n
+                }
             };
             let s_bytes = to_k_bytes(&s, k);
             let want = to_k_bytes(&s.modpow(&e, &n), k);
@@ -105,8 +113,7 @@ fn keys() -> Vec<Keys> {
         .into_iter()
         .map(|bits| {
             let key = RsaPrivateKey::new(&mut r, bits).unwrap();
-            let ours =
-                VerifyingKey::rsa(&key.n().to_bytes_be(), &key.e().to_bytes_be()).unwrap();
+            let ours = VerifyingKey::rsa(&key.n().to_bytes_be(), &key.e().to_bytes_be()).unwrap();
             assert_eq!(ours.bits(), bits);
             Keys { key, ours }
         })
@@ -314,7 +321,9 @@ fn pkcs1_malformed_encodings_are_refused() {
     e.extend_from_slice(&h);
     cases.push(("DigestInfo without NULL", e));
     // Garbage after the hash, PS shortened to make room (the classic e = 3 forgery shape).
-    let mut e = vec![0x00, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00];
+    let mut e = vec![
+        0x00, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00,
+    ];
     e.extend_from_slice(&em[t_start..]);
     e.resize(k, 0xab);
     cases.push(("garbage after hash", e));
@@ -388,7 +397,10 @@ fn rsa_key_checks() {
     // Leading zero bytes are not bits.
     let mut padded = vec![0, 0];
     padded.extend_from_slice(&n);
-    assert_eq!(VerifyingKey::rsa(&padded, &[0, 1, 0, 1]).unwrap().bits(), 2048);
+    assert_eq!(
+        VerifyingKey::rsa(&padded, &[0, 1, 0, 1]).unwrap().bits(),
+        2048
+    );
     let small = random_odd(&mut r, 2047);
     assert_eq!(
         VerifyingKey::rsa(&small, &[1, 0, 1]).unwrap_err(),
@@ -404,9 +416,24 @@ fn rsa_key_checks() {
     );
     let mut even = n.clone();
     *even.last_mut().unwrap() &= 0xfe;
-    assert_eq!(VerifyingKey::rsa(&even, &[1, 0, 1]).unwrap_err(), KeyError::BadRsa);
-    for e in [&[][..], &[0], &[1], &[2], &[0, 1], &[1, 0, 0], &[0x10, 0x00]] {
-        assert_eq!(VerifyingKey::rsa(&n, e).unwrap_err(), KeyError::BadRsa, "{e:?}");
+    assert_eq!(
+        VerifyingKey::rsa(&even, &[1, 0, 1]).unwrap_err(),
+        KeyError::BadRsa
+    );
+    for e in [
+        &[][..],
+        &[0],
+        &[1],
+        &[2],
+        &[0, 1],
+        &[1, 0, 0],
+        &[0x10, 0x00],
+    ] {
+        assert_eq!(
+            VerifyingKey::rsa(&n, e).unwrap_err(),
+            KeyError::BadRsa,
+            "{e:?}"
+        );
     }
     // e ≥ n.
     assert_eq!(VerifyingKey::rsa(&n, &n).unwrap_err(), KeyError::BadRsa);
