@@ -31,14 +31,16 @@ wasm-target:
 
 # Each filter is a library (filters/<f>, package meshguard-<f>) and a
 # one-line cdylib (filters/<f>/wasm, package meshguard-<f>-wasm).
+# Filters build with the `wasm` profile unless PROFILE_<filter> names
+# another (authn: `wasm-small`, for its size budget; see Cargo.toml).
+PROFILE_authn := wasm-small
+profile_of = $(or $(PROFILE_$(1)),$(WASM_PROFILE))
+PROFILES = $(sort $(foreach f,$(FILTERS),$(call profile_of,$(f))))
+
 build: wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FILTERS),-p meshguard-$(f)-wasm)
+	$(foreach p,$(PROFILES),$(CARGO) build --target $(WASM_TARGET) --profile $(p) $(foreach f,$(FILTERS),$(if $(filter $(p),$(call profile_of,$(f))),-p meshguard-$(f)-wasm)) &&) true
 	@mkdir -p dist
-	@for f in $(FILTERS); do \
-	  src=target/$(WASM_TARGET)/$(WASM_PROFILE)/meshguard_$${f//-/_}_wasm.wasm; \
-	  cp "$$src" dist/$$f.wasm; \
-	  printf '%-24s %8d bytes\n' "dist/$$f.wasm" "$$(stat -c %s dist/$$f.wasm)"; \
-	done
+	@$(foreach f,$(FILTERS),cp target/$(WASM_TARGET)/$(call profile_of,$(f))/meshguard_$(subst -,_,$(f))_wasm.wasm dist/$(f).wasm && printf '%-24s %8d bytes\n' dist/$(f).wasm $$(stat -c %s dist/$(f).wasm) &&) true
 
 build-fixtures: wasm-target
 	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FIXTURES),-p $(f))

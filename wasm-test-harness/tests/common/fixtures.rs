@@ -28,6 +28,15 @@ const FIXTURES: &[(&str, &str)] = &[
     ("meshguard-authn-wasm", "filters"),
 ];
 
+/// The cargo profile a fixture builds with (the Makefile's `PROFILE_<f>`):
+/// tests run the module exactly as shipped.
+fn profile(package: &str) -> &'static str {
+    match package {
+        "meshguard-authn-wasm" => "wasm-small",
+        _ => "wasm",
+    }
+}
+
 /// The workspace root: the nearest directory above the crate with Cargo.lock.
 fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -105,20 +114,25 @@ fn build_stale() -> Result<(), String> {
         return Ok(());
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
-        .args(["build", "--target", "wasm32-wasip1", "--profile", "wasm"]);
-    for p in &packages {
-        cmd.args(["-p", p]);
-    }
-    eprintln!("building test fixtures {packages:?} (as `make build-fixtures` does)");
-    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "`cargo build --target wasm32-wasip1 --profile wasm` failed ({status}); \
-             is the target installed (`rustup target add wasm32-wasip1`)? \
-             `make build-fixtures` does the same"
-        ));
+    let mut profiles: Vec<&str> = packages.iter().map(|p| profile(p)).collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    for prof in profiles {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(repo_root())
+            .args(["build", "--target", "wasm32-wasip1", "--profile", prof]);
+        for p in packages.iter().filter(|p| profile(p) == prof) {
+            cmd.args(["-p", p]);
+        }
+        eprintln!("building test fixtures {packages:?} (as `make build-fixtures` does)");
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`cargo build --target wasm32-wasip1 --profile {prof}` failed ({status}); \
+                 is the target installed (`rustup target add wasm32-wasip1`)? \
+                 `make build-fixtures` does the same"
+            ));
+        }
     }
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => repo_root().join(dir),
@@ -126,7 +140,8 @@ fn build_stale() -> Result<(), String> {
     };
     for p in packages {
         let built = target_dir
-            .join("wasm32-wasip1/wasm")
+            .join("wasm32-wasip1")
+            .join(profile(p))
             .join(format!("{}.wasm", p.replace('-', "_")));
         // Copy then rename: a reader never sees half a module.
         let tmp = out.join(format!(".{p}.wasm.tmp"));
