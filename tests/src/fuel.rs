@@ -342,7 +342,10 @@ fn cycle(vm: &mut Vm, request: &Headers) -> Result<(Headers, Vec<String>), Strin
         if let Some(r) = http.local_response() {
             http.finish().map_err(|e| e.to_string())?;
             let status = r.status.to_string();
-            return Ok((Headers::from_pairs(&[(":local-status", status)]), Vec::new()));
+            return Ok((
+                Headers::from_pairs(&[(":local-status", status)]),
+                Vec::new(),
+            ));
         }
         return Err(format!(
             "request headers: expected Continue, got {action:?}"

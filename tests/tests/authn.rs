@@ -103,7 +103,9 @@ impl Idp {
     fn start(dir: &std::path::Path) -> Self {
         let script = repo_root().join("demo/idp/idp.mjs");
         assert!(
-            repo_root().join("demo/idp/node_modules/oauth2-mock-server").exists(),
+            repo_root()
+                .join("demo/idp/node_modules/oauth2-mock-server")
+                .exists(),
             "demo/idp/node_modules is missing: run `make idp-deps` (needs Node.js and npm)"
         );
         // Two adjacent free ports.
@@ -131,8 +133,14 @@ impl Idp {
     }
 
     fn hook(&self, path: &str, body: &str) -> String {
-        let r = request(self.port + 1, "POST", path, &[("content-type", "application/json")], body.as_bytes())
-            .unwrap_or_else(|e| panic!("idp {path}: {e}\n{}", self.proc.log_tail()));
+        let r = request(
+            self.port + 1,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("idp {path}: {e}\n{}", self.proc.log_tail()));
         assert_eq!(r.status, 200, "idp {path}: {}", r.body_text());
         r.body_text()
     }
@@ -151,7 +159,10 @@ fn real_oidc_provider_with_key_rotation() {
     let dir = scratch_dir("authn-oidc");
     let idp = Idp::start(&dir);
     let upstream = Upstream::start(&dir);
-    let ports = EnvoyPorts { listen: free_port(), admin: free_port() };
+    let ports = EnvoyPorts {
+        listen: free_port(),
+        admin: free_port(),
+    };
     let config = serde_json::json!({
         "providers": [{
             "name": "idp",
@@ -171,21 +182,37 @@ fn real_oidc_provider_with_key_rotation() {
         admin: meshguard::envoy::Addr::new("127.0.0.1", ports.admin),
         upstream: meshguard::envoy::Addr::new("127.0.0.1", upstream.port),
         filters: vec![WasmFilter::module("authn", &wasm_module("authn"), config)],
-        clusters: vec![("idp".into(), meshguard::envoy::Addr::new("127.0.0.1", idp.port))],
+        clusters: vec![(
+            "idp".into(),
+            meshguard::envoy::Addr::new("127.0.0.1", idp.port),
+        )],
     };
     let envoy = Envoy::start(&dir, &local.to_yaml("authn oidc e2e").unwrap(), ports, 2);
 
     // No token: 401, with the challenge.
     let r = envoy.get("/api", &[]);
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").unwrap_or_default().starts_with("Bearer realm="));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .starts_with("Bearer realm="));
 
     // The first token: discovery + JWKS fetched on demand, then verified.
     let t1 = idp.token("bob", "idp-1");
     let r = envoy.get("/api", &[("authorization", &format!("Bearer {t1}"))]);
-    assert_eq!(r.status, 200, "{}\n{}", r.body_text(), envoy.proc.log_tail());
+    assert_eq!(
+        r.status,
+        200,
+        "{}\n{}",
+        r.body_text(),
+        envoy.proc.log_tail()
+    );
     assert_eq!(r.upstream_header("x-user-id").as_deref(), Some("bob"));
-    assert_eq!(r.upstream_header("authorization"), None, "the token must not reach the upstream");
+    assert_eq!(
+        r.upstream_header("authorization"),
+        None,
+        "the token must not reach the upstream"
+    );
 
     // Rotation at the provider: a new signing key; its first token makes
     // authn refetch (unknown kid, after min_refetch_seconds) and succeed.
@@ -193,10 +220,22 @@ fn real_oidc_provider_with_key_rotation() {
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let t2 = idp.token("carol", "idp-2");
     let r = envoy.get("/api", &[("authorization", &format!("Bearer {t2}"))]);
-    assert_eq!(r.status, 200, "{}\n{}", r.body_text(), envoy.proc.log_tail());
+    assert_eq!(
+        r.status,
+        200,
+        "{}\n{}",
+        r.body_text(),
+        envoy.proc.log_tail()
+    );
     assert_eq!(r.upstream_header("x-user-id").as_deref(), Some("carol"));
     // Old-key tokens still verify (the key is still published).
-    let r = envoy.get("/api", &[("authorization", &format!("Bearer {}", idp.token("dan", "idp-1")))]);
+    let r = envoy.get(
+        "/api",
+        &[(
+            "authorization",
+            &format!("Bearer {}", idp.token("dan", "idp-1")),
+        )],
+    );
     assert_eq!(r.status, 200);
     assert!(envoy.counter("wasmcustom.meshguard_authn_jwks_fetch_ok.idp") >= 2);
     // A forged token with the provider's kid but another key: 401.

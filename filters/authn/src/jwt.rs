@@ -150,8 +150,7 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
     // Typed and borrowing: serde's derive refuses a duplicated member it
     // knows (a second `alg`, `kid`, `crit`); members it does not know are
     // never read. Objects only: `[..]` or a string is malformed.
-    let header: JoseHeader<'_> =
-        serde_json::from_slice(&header).map_err(|_| Invalid::Malformed)?;
+    let header: JoseHeader<'_> = serde_json::from_slice(&header).map_err(|_| Invalid::Malformed)?;
     let alg = match header.alg {
         Some(Value::String(a)) => Alg::from_jose(&a).ok_or(Invalid::Algorithm)?,
         _ => return Err(Invalid::Algorithm),
@@ -175,7 +174,11 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
     };
     // `jku`, `x5u`, `jwk`, `x5c`: untrusted, ignored, never fetched.
     // Cheap shape check now; decoding waits until a key is found.
-    if s.len() > 1024 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if s.len() > 1024
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(Invalid::Malformed);
     }
     let signing_input = token

@@ -458,7 +458,19 @@ impl Stage for Authn {
         st: &mut PerRequest,
         cx: &mut Cx<'_>,
     ) -> Step {
-        for h in &self.owned {
+        // Client copies of every header authn sets, in any case and any
+        // number: one pass over the headers, a host call only for those
+        // present (whatever authn sets later replaces them anyway).
+        let present: Vec<&Rc<str>> = self
+            .owned
+            .iter()
+            .filter(|h| {
+                rq.original()
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case(h.as_bytes()))
+            })
+            .collect();
+        for h in present {
             rq.remove(h);
         }
         self.decide(rq, st, cx)
@@ -677,14 +689,32 @@ impl Authn {
         )
     }
 
-    fn rule_for(&self, rq: &Request<'_>) -> Option<&Rule> {
-        let mut want = [None; 3];
-        rq.first_many(&[":authority", ":path", ":method"], &mut want);
-        let [authority, path, method] = want;
+    /// The first matching rule, or `Err(())` for a CORS preflight that
+    /// passes (both from one pass over the headers).
+    fn rule_for(&self, rq: &Request<'_>) -> Result<Option<&Rule>, ()> {
+        let mut want = [None; 5];
+        rq.first_many(
+            &[
+                ":authority",
+                ":path",
+                ":method",
+                "origin",
+                "access-control-request-method",
+            ],
+            &mut want,
+        );
+        let [authority, path, method, origin, acrm] = want;
+        if self.bypass_cors
+            && method == Some(b"OPTIONS".as_slice())
+            && origin.is_some()
+            && acrm.is_some()
+        {
+            return Err(());
+        }
         let host = host_without_port(authority.unwrap_or_default());
         let path = path_only(path.unwrap_or_default());
         let method = method.unwrap_or_default();
-        self.rules.iter().find(|r| {
+        Ok(self.rules.iter().find(|r| {
             (r.hosts.is_empty()
                 || r.hosts.iter().any(|h| match h {
                     HostPat::Exact(e) => host.eq_ignore_ascii_case(e.as_bytes()),
@@ -704,16 +734,7 @@ impl Authn {
                         std::str::from_utf8(path).is_ok_and(|p| re.is_match(p))
                     }
                 }
-        })
-    }
-
-    fn is_preflight(rq: &Request<'_>) -> bool {
-        let mut want = [None; 3];
-        rq.first_many(
-            &[":method", "origin", "access-control-request-method"],
-            &mut want,
-        );
-        want[0] == Some(b"OPTIONS".as_slice()) && want[1].is_some() && want[2].is_some()
+        }))
     }
 
     /// The one token `p` reads, if any. Two different ones: ambiguous.
@@ -1123,13 +1144,16 @@ impl Authn {
     }
 
     fn decide(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
-        if self.bypass_cors && Self::is_preflight(rq) {
-            cx.count(self.m.cors);
-            return Step::Continue;
-        }
-        let Some(rule) = self.rule_for(rq) else {
-            cx.count(self.m.denied_no_rule);
-            return self.deny(403, None, "forbidden", "");
+        let rule = match self.rule_for(rq) {
+            Err(()) => {
+                cx.count(self.m.cors);
+                return Step::Continue;
+            }
+            Ok(Some(rule)) => rule,
+            Ok(None) => {
+                cx.count(self.m.denied_no_rule);
+                return self.deny(403, None, "forbidden", "");
+            }
         };
         if rule.kind == Kind::Public {
             cx.count(self.m.public);

@@ -37,10 +37,7 @@ type Seen = (
 );
 
 /// Runs one request; returns upstream headers or the local reply.
-fn exchange(
-    d: &mut Driver<(Authn,)>,
-    req: &[(String, String)],
-) -> Seen {
+fn exchange(d: &mut Driver<(Authn,)>, req: &[(String, String)]) -> Seen {
     let replies = d.proxy.replies.len();
     let (mut s, flow) = d.request(&owned(req), true);
     if d.proxy.replies.len() > replies {

@@ -119,8 +119,13 @@ fn build_stale() -> Result<(), String> {
     profiles.dedup();
     for prof in profiles {
         let mut cmd = Command::new(&cargo);
-        cmd.current_dir(repo_root())
-            .args(["build", "--target", "wasm32-wasip1", "--profile", prof]);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            prof,
+        ]);
         for p in packages.iter().filter(|p| profile(p) == prof) {
             cmd.args(["-p", p]);
         }
