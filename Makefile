@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-FILTERS      := ab-routing
+FILTERS      := ab-routing accesslog
 # Test-only wasm modules (not shipped): built into target/fixtures/.
 FIXTURES     := harness-probe noop-filter meshguard-chain-fixture
 WASM_TARGET  := wasm32-wasip1

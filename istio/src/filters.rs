@@ -32,7 +32,10 @@ fn filter<S: Stage>() -> Filter {
 
 /// Every shipped filter.
 pub fn all() -> Vec<Filter> {
-    vec![filter::<meshguard_ab_routing::AbRouting>()]
+    vec![
+        filter::<meshguard_ab_routing::AbRouting>(),
+        filter::<meshguard_accesslog::AccessLog>(),
+    ]
 }
 
 pub fn find(name: &str) -> Result<Filter, String> {

@@ -301,7 +301,10 @@ fn buffer_full_drops_and_counts_and_memory_stays_bounded() {
     assert!(d.answer_root(d.proxy.calls[0].token, ok()));
     let dropped_before = d.proxy.counter("meshguard_accesslog_dropped");
     log_requests(&mut d, 2);
-    assert_eq!(d.proxy.counter("meshguard_accesslog_dropped"), dropped_before);
+    assert_eq!(
+        d.proxy.counter("meshguard_accesslog_dropped"),
+        dropped_before
+    );
     advance(&mut d, 1000);
     tick(&mut d);
     assert_eq!(d.proxy.calls.len(), 2);

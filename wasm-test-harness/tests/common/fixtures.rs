@@ -25,6 +25,7 @@ const FIXTURES: &[(&str, &str)] = &[
     // The shipped ab-routing module, as `make build` builds it (the same
     // package and profile), for the filter's own harness tests.
     ("meshguard-ab-routing-wasm", "filters"),
+    ("meshguard-accesslog-wasm", "filters"),
 ];
 
 /// The workspace root: the nearest directory above the crate with Cargo.lock.
