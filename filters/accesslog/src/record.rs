@@ -94,7 +94,7 @@ pub struct Props {
     pub protocol: Option<Vec<u8>>,
     /// `upstream.address`
     pub upstream_host: Option<Vec<u8>>,
-    /// `cluster_name`: the upstream cluster
+    /// `xds.cluster_name` (or `cluster_name`): the upstream cluster
     pub upstream_cluster: Option<Vec<u8>>,
     /// `source.address`: the downstream peer
     pub downstream_address: Option<Vec<u8>>,
@@ -132,7 +132,10 @@ impl Props {
             int(host.property(&["response", "size"])).and_then(|n| u64::try_from(n).ok());
         self.protocol = host.property(&["request", "protocol"]);
         self.upstream_host = host.property(&["upstream", "address"]);
-        self.upstream_cluster = host.property(&["cluster_name"]);
+        // Envoy 1.40 answers `xds.cluster_name`; older ones `cluster_name`.
+        self.upstream_cluster = host
+            .property(&["xds", "cluster_name"])
+            .or_else(|| host.property(&["cluster_name"]));
         self.downstream_address = host.property(&["source", "address"]);
     }
 

@@ -3,8 +3,9 @@
 //!
 //! - Records are encoded once, when logged, into the batch format's
 //!   fragment (an OTLP `logRecord`, or a bulk action + source line pair)
-//!   and wait in a bounded buffer. The buffer counts every byte held:
-//!   waiting, in flight and waiting for a retry. A record that does not fit
+//!   and wait in a bounded buffer. The buffer counts every record byte
+//!   held: waiting, in flight and waiting for a retry (plus, per batch, an
+//!   envelope of a few hundred bytes). A record that does not fit
 //!   is dropped (and counted): memory stays bounded when the collector is
 //!   down.
 //! - A batch goes out on a tick when it is full (`batch_max_records` or
@@ -49,6 +50,8 @@ pub struct Counts {
 struct Batch {
     body: Vec<u8>,
     records: u64,
+    /// Bytes of the records in it (what the buffer bound counts).
+    record_bytes: usize,
     /// Failed attempts so far.
     failed: u32,
     next_at: SystemTime,
@@ -67,7 +70,8 @@ pub struct Shipper {
     pending_bytes: usize,
     retry: Vec<Batch>,
     in_flight: Vec<(Token, Batch)>,
-    /// Bytes of batches in flight or waiting to be retried.
+    /// Record bytes of batches in flight or waiting to be retried (each
+    /// batch also has its envelope: OTLP's resource and scope, ~300 bytes).
     held_bytes: usize,
 }
 
@@ -219,6 +223,7 @@ impl Shipper {
     fn take_batch(&mut self, now: SystemTime) -> Batch {
         let mut body = self.prefix.clone().into_bytes();
         let mut records = 0u64;
+        let mut record_bytes = 0usize;
         while let Some((_, f)) = self.pending.front() {
             let full = records as usize >= self.cfg.batch_max_records
                 || (records > 0 && body.len() + f.len() + 1 > self.cfg.batch_max_bytes);
@@ -229,6 +234,7 @@ impl Shipper {
                 break;
             };
             self.pending_bytes -= f.len();
+            record_bytes += f.len();
             if records > 0 && self.cfg.format == ShipFormat::Otlp {
                 body.push(b',');
             }
@@ -236,10 +242,11 @@ impl Shipper {
             records += 1;
         }
         body.extend_from_slice(self.suffix.as_bytes());
-        self.held_bytes += body.len();
+        self.held_bytes += record_bytes;
         Batch {
             body,
             records,
+            record_bytes,
             failed: 0,
             next_at: now,
         }
@@ -399,6 +406,6 @@ impl Shipper {
     }
 
     fn release(&mut self, batch: &Batch) {
-        self.held_bytes = self.held_bytes.saturating_sub(batch.body.len());
+        self.held_bytes = self.held_bytes.saturating_sub(batch.record_bytes);
     }
 }
