@@ -9,7 +9,6 @@
 //! not UTF-8 become U+FFFD and the caller is told, so the record can say
 //! which field was replaced.
 
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Appends `s` as a JSON string (with quotes).
@@ -35,49 +34,126 @@ pub fn bytes(out: &mut String, b: &[u8]) -> bool {
     replaced
 }
 
+fn needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xe2
+}
+
 fn escape_into(out: &mut String, s: &str) {
-    // Copy runs of plain characters at once; escape the rest.
+    // Everything that needs escaping is ASCII except U+2028/2029
+    // (E2 80 A8/A9): find the next candidate byte with a tight loop, copy
+    // the run before it at once, then write the escape. In wasm a copy
+    // call costs far more than a byte: a quote or backslash only gets a
+    // `\` pushed and starts the next run.
+    let b = s.as_bytes();
+    // `start`: first byte not yet copied; `scan`: where to look next.
+    // Both only ever sit on character boundaries: escapes are ASCII or a
+    // whole E2 80 A8/A9, and an E2 lead byte is a boundary too.
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc: Option<&str> = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            '\u{8}' => Some("\\b"),
-            '\u{c}' => Some("\\f"),
-            '\u{2028}' => Some("\\u2028"),
-            '\u{2029}' => Some("\\u2029"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => None,
-            _ => continue,
+    let mut scan = 0;
+    loop {
+        let rest = b.get(scan..).unwrap_or_default();
+        let Some(off) = rest.iter().position(|c| needs_escape(*c)) else {
+            break;
+        };
+        let i = scan + off;
+        let c = rest.get(off).copied().unwrap_or_default();
+        let esc: &str = match c {
+            b'"' | b'\\' => {
+                out.push_str(s.get(start..i).unwrap_or_default());
+                out.push('\\');
+                start = i;
+                scan = i + 1;
+                continue;
+            }
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0xe2 => match (b.get(i + 1), b.get(i + 2)) {
+                (Some(0x80), Some(0xa8)) => "\\u2028",
+                (Some(0x80), Some(0xa9)) => "\\u2029",
+                // Another character starting with E2: part of the run.
+                _ => {
+                    scan = i + 1;
+                    continue;
+                }
+            },
+            _ => "",
         };
         out.push_str(s.get(start..i).unwrap_or_default());
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
+        if esc.is_empty() {
+            out.push_str("\\u00");
+            out.push(hex(c >> 4));
+            out.push(hex(c & 0xf));
+        } else {
+            out.push_str(esc);
         }
-        start = i + c.len_utf8();
+        start = i + if c == 0xe2 { 3 } else { 1 };
+        scan = start;
     }
     out.push_str(s.get(start..).unwrap_or_default());
 }
 
+fn hex(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+}
+
+/// Appends `n` in decimal without the formatting machinery.
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(slot) = buf.get_mut(i) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    for d in buf.get(i..).unwrap_or_default() {
+        out.push(char::from(*d));
+    }
+}
+
+fn push_2(out: &mut String, n: u64) {
+    out.push(char::from(b'0' + (n / 10 % 10) as u8));
+    out.push(char::from(b'0' + (n % 10) as u8));
+}
+
 /// RFC 3339 UTC with milliseconds: `2025-06-01T12:00:00.123Z`.
 pub fn rfc3339_millis(t: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_millis(&mut out, t);
+    out
+}
+
+/// Appends [`rfc3339_millis`] without the formatting machinery.
+pub fn push_rfc3339_millis(out: &mut String, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let millis = d.subsec_millis();
-    let days = (secs / 86_400) as i64;
+    let millis = u64::from(d.subsec_millis());
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let y = y.clamp(0, 9999) as u64;
+    push_2(out, y / 100);
+    push_2(out, y % 100);
+    out.push('-');
+    push_2(out, u64::from(m));
+    out.push('-');
+    push_2(out, u64::from(day));
+    out.push('T');
+    push_2(out, rem / 3600);
+    out.push(':');
+    push_2(out, (rem % 3600) / 60);
+    out.push(':');
+    push_2(out, rem % 60);
+    out.push('.');
+    out.push(char::from(b'0' + (millis / 100) as u8));
+    push_2(out, millis % 100);
+    out.push('Z');
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
@@ -119,6 +195,16 @@ mod tests {
     }
 
     #[test]
+    fn other_characters_starting_with_e2_are_kept() {
+        let text = "€…→\u{2028}—\u{2029}‰";
+        let mut out = String::new();
+        string(&mut out, text);
+        assert_eq!(out, "\"€…→\\u2028—\\u2029‰\"");
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, text);
+    }
+
+    #[test]
     fn invalid_utf8_is_replaced_and_reported() {
         let mut out = String::new();
         assert!(bytes(&mut out, b"ok\xff\xfe-\xe2\x82"));
@@ -132,6 +218,12 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_544_712_660_300);
         assert_eq!(rfc3339_millis(t), "2018-12-13T14:51:00.300Z");
         assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let mut n = String::new();
+        for v in [0u64, 7, 10, 12345, u64::MAX] {
+            n.clear();
+            push_u64(&mut n, v);
+            assert_eq!(n, v.to_string());
+        }
         // A leap day.
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399);
         assert_eq!(rfc3339_millis(t), "2000-02-29T23:59:59.000Z");

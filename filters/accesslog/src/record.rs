@@ -273,12 +273,14 @@ impl Recorder {
         o.push_str("{\"schema\":\"");
         o.push_str(SCHEMA);
         o.push_str("\",\"timestamp\":\"");
-        o.push_str(&json::rfc3339_millis(time));
+        json::push_rfc3339_millis(&mut o, time);
         o.push_str("\",");
         o.push_str(&self.tags);
 
         let mut field = |o: &mut String, name: &str, v: Option<&[u8]>| {
-            let _ = write!(o, "\"{name}\":");
+            o.push('"');
+            o.push_str(name);
+            o.push_str("\":");
             match v {
                 Some(v) => {
                     if json::bytes(o, v) {
@@ -320,8 +322,13 @@ impl Recorder {
         o.push_str("\"duration_ms\":");
         match props.duration {
             Some(d) => {
-                let us = d.as_micros();
-                let _ = write!(o, "{}.{:03}", us / 1000, us % 1000);
+                let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                json::push_u64(&mut o, us / 1000);
+                o.push('.');
+                let frac = us % 1000;
+                for digit in [frac / 100, frac / 10 % 10, frac % 10] {
+                    o.push(char::from(b'0' + digit as u8));
+                }
             }
             None => o.push_str("null"),
         }
@@ -505,11 +512,11 @@ impl Recorder {
 }
 
 fn number(o: &mut String, name: &str, v: Option<u64>) {
-    let _ = write!(o, "\"{name}\":");
+    o.push('"');
+    o.push_str(name);
+    o.push_str("\":");
     match v {
-        Some(n) => {
-            let _ = write!(o, "{n}");
-        }
+        Some(n) => json::push_u64(o, n),
         None => o.push_str("null"),
     }
     o.push(',');

@@ -160,36 +160,47 @@ impl Shipper {
     fn fragment(&self, r: &Rendered, now: SystemTime) -> Vec<u8> {
         match self.cfg.format {
             ShipFormat::Otlp => {
-                let nanos =
-                    |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-                let (sev, text) = match r.status {
-                    Some(s) if s >= 500 => (17, "ERROR"),
-                    None | Some(0) => (17, "ERROR"),
-                    _ if r.error => (13, "WARN"),
-                    _ => (9, "INFO"),
+                let nanos = |t: SystemTime| {
+                    u64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos())
+                        .unwrap_or(u64::MAX)
                 };
-                let mut f = String::with_capacity(r.line.len() + 320);
-                let _ = write!(
-                    f,
-                    "{{\"timeUnixNano\":\"{}\",\"observedTimeUnixNano\":\"{}\",\"severityNumber\":{sev},\"severityText\":\"{text}\",\"body\":{{\"stringValue\":",
-                    nanos(r.time),
-                    nanos(now)
-                );
+                let (sev, text) = match r.status {
+                    Some(s) if s >= 500 => ("17", "ERROR"),
+                    None | Some(0) => ("17", "ERROR"),
+                    _ if r.error => ("13", "WARN"),
+                    _ => ("9", "INFO"),
+                };
+                let mut f = String::with_capacity(r.line.len() * 9 / 8 + 320);
+                f.push_str("{\"timeUnixNano\":\"");
+                json::push_u64(&mut f, nanos(r.time));
+                f.push_str("\",\"observedTimeUnixNano\":\"");
+                json::push_u64(&mut f, nanos(now));
+                f.push_str("\",\"severityNumber\":");
+                f.push_str(sev);
+                f.push_str(",\"severityText\":\"");
+                f.push_str(text);
+                f.push_str("\",\"body\":{\"stringValue\":");
                 json::string(&mut f, &r.line);
-                let _ = write!(
-                    f,
-                    "}},\"attributes\":[{{\"key\":\"log.schema\",\"value\":{{\"stringValue\":\"{SCHEMA}\"}}}}"
+                f.push_str(
+                    "},\"attributes\":[{\"key\":\"log.schema\",\"value\":{\"stringValue\":\"",
                 );
+                f.push_str(SCHEMA);
+                f.push_str("\"}}");
                 if let Some(s) = r.status.filter(|s| *s != 0) {
-                    let _ = write!(
-                        f,
-                        ",{{\"key\":\"http.response.status_code\",\"value\":{{\"intValue\":\"{s}\"}}}}"
+                    f.push_str(
+                        ",{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"",
                     );
+                    json::push_u64(&mut f, u64::from(s));
+                    f.push_str("\"}}");
                 }
                 f.push(']');
                 // Ids are validated hex: no escaping needed.
                 if let (Some(t), Some(s)) = (&r.trace_id, &r.span_id) {
-                    let _ = write!(f, ",\"traceId\":\"{t}\",\"spanId\":\"{s}\"");
+                    f.push_str(",\"traceId\":\"");
+                    f.push_str(t);
+                    f.push_str("\",\"spanId\":\"");
+                    f.push_str(s);
+                    f.push('"');
                 }
                 f.push('}');
                 f.into_bytes()

@@ -144,16 +144,15 @@ impl Facts {
 /// no-op (true) when there are none.
 pub fn publish_variants<'a>(
     host: &mut dyn Host,
-    variants: impl Iterator<Item = (&'a str, &'a str)>,
+    variants: impl Iterator<Item = (&'a str, &'a str)> + Clone,
 ) -> bool {
-    let pairs: Vec<(&str, &str)> = variants.collect();
-    if pairs.is_empty() {
+    if variants.clone().next().is_none() {
         return true;
     }
-    host.set_property(
-        &[contract::VARIANTS_STATE],
-        &contract::encode_state_pairs(&pairs),
-    )
+    let value = meshguard_common::headers::encode_pairs_from(
+        variants.map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    host.set_property(&[contract::VARIANTS_STATE], &value)
 }
 
 impl RateLimitVerdict {
