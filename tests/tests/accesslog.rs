@@ -463,3 +463,77 @@ fn as_an_access_logger() {
         assert_eq!(matching[0]["upstream_cluster"], "demo_upstream");
     }
 }
+
+/// rotel's agent (PyPI `rotel`, installed by `make venv`): a real OTLP
+/// receiver. Fails with the command that installs it.
+fn rotel_agent() -> std::path::PathBuf {
+    let lib = repo_root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|d| d.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| panic!("rotel not found under {}: run `make venv`", lib.display()))
+}
+
+/// The OTLP/HTTP JSON batches are accepted by a real OTLP receiver (rotel),
+/// which decodes every logRecord: body, severity, attributes, trace ids.
+#[test]
+fn a_real_otlp_receiver_accepts_the_batches() {
+    wasm_module("accesslog");
+    let dir = scratch_dir("al-rotel");
+    let upstream = Upstream::start(&dir);
+    let (http, grpc) = (free_port(), free_port());
+    let mut cmd = Command::new(rotel_agent());
+    cmd.args(["start", "--exporter", "blackhole"])
+        .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+        .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+        .args(["--debug-log", "logs", "--debug-log-verbosity", "detailed"]);
+    let mut rotel = Proc::spawn("rotel", cmd, dir.join("rotel.log"));
+    wait_until(Duration::from_secs(15), || {
+        assert!(
+            rotel.exited().is_none(),
+            "rotel exited:\n{}",
+            rotel.log_tail()
+        );
+        std::net::TcpStream::connect(("127.0.0.1", http)).is_ok()
+    })
+    .expect("rotel listening");
+    let envoy = shipping_envoy(&dir, upstream.port, http, ship_config("otlp", json!({})), 2);
+    let n = 100;
+    for i in 0..n {
+        let t = format!("R{i}");
+        let tp = format!("00-4bf92f3577b34da6a3ce929d0e0e{i:04}-00f067aa0ba902b7-01");
+        let r = envoy.get("/rotel", &[("x-tenant", &t), ("traceparent", &tp)]);
+        assert_eq!(r.status, 200);
+    }
+    // rotel prints each decoded record: `Body: Str(<record>)`.
+    let bodies = || -> Vec<Value> {
+        rotel
+            .log_text()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Body: Str(")?.strip_suffix(')'))
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect()
+    };
+    let ok = wait_until(Duration::from_secs(15), || bodies().len() >= n);
+    assert!(
+        ok.is_some(),
+        "rotel decoded {} records:\n{}",
+        bodies().len(),
+        rotel.log_tail()
+    );
+    let recs = bodies();
+    assert_exactly(&recs, "R", n);
+    let log = rotel.log_text();
+    assert!(
+        log.contains("service.name: Str(envoy)"),
+        "{}",
+        rotel.log_tail()
+    );
+    assert!(log.contains("SEVERITY_NUMBER_INFO(9)"));
+    assert!(log.contains("http.response.status_code: Int(200)"));
+    assert!(log.contains("Trace ID       : 4bf92f3577b34da6a3ce929d0e0e0042"));
+    assert_eq!(envoy.counter(&format!("{WASM_COUNTER}shipped")), n as u64);
+    assert_eq!(envoy.counter(&format!("{WASM_COUNTER}dropped")), 0);
+}
