@@ -22,6 +22,12 @@ pub fn string(out: &mut String, s: &str) {
 /// Returns true if anything was replaced.
 pub fn bytes(out: &mut String, b: &[u8]) -> bool {
     out.push('"');
+    // Nearly always valid: one fast check, the chunked walk only otherwise.
+    if let Ok(s) = std::str::from_utf8(b) {
+        escape_into(out, s);
+        out.push('"');
+        return false;
+    }
     let mut replaced = false;
     for chunk in b.utf8_chunks() {
         escape_into(out, chunk.valid());
@@ -34,8 +40,24 @@ pub fn bytes(out: &mut String, b: &[u8]) -> bool {
     replaced
 }
 
+/// Bytes that may need an escape (E2 only if U+2028/2029 follows), as a
+/// table: one load per byte in the scan.
+const CANDIDATE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xe2] = true;
+    t
+};
+
 fn needs_escape(c: u8) -> bool {
-    c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xe2
+    CANDIDATE.get(usize::from(c)).copied().unwrap_or(true)
 }
 
 fn escape_into(out: &mut String, s: &str) {

@@ -473,8 +473,16 @@ impl Recorder {
         section: &str,
         invalid: &mut Vec<String>,
     ) {
+        // Most headers are none of the allowed: reject them by length first.
+        let mut lengths: u64 = 0;
+        for name in allow {
+            lengths |= 1u64.checked_shl(name.len() as u32).unwrap_or(1);
+        }
         let mut values: Vec<Option<Vec<u8>>> = vec![None; allow.len()];
         for (k, v) in map.pairs() {
+            if lengths & 1u64.checked_shl(k.len() as u32).unwrap_or(1) == 0 {
+                continue;
+            }
             for (name, slot) in allow.iter().zip(values.iter_mut()) {
                 if k.eq_ignore_ascii_case(name.as_bytes()) {
                     match slot {
