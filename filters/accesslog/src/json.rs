@@ -42,6 +42,9 @@ pub fn bytes(out: &mut String, b: &[u8]) -> bool {
 
 /// Bytes that may need an escape (E2 only if U+2028/2029 follows), as a
 /// table: one load per byte in the scan.
+// Evaluated at compile time: an index out of range would fail the build,
+// it cannot panic at run time.
+#[allow(clippy::indexing_slicing)]
 const CANDIDATE: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
