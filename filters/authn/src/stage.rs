@@ -11,8 +11,8 @@ use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::{host_without_port, path_only, HeaderSource};
 use meshguard_common::metrics::name;
 use meshguard_stage::{
-    Cx, Host, HttpCallout, Identity, LocalReply, MetricId, MetricsRegistry, Needs, Reply, Request,
-    RootCx, SharedWrite, Stage, Step, Token,
+    Cx, Facts, Host, HttpCallout, Identity, LocalReply, MetricId, MetricsRegistry, Needs, Reply,
+    Request, RootCx, SharedWrite, Stage, Step, Token,
 };
 
 use crate::cache::{self, ClaimVal, Lookup, Tagger, Verified};
@@ -1276,17 +1276,27 @@ impl Authn {
                 self.strip_token(rq, pr.sources.get(*src));
             }
         }
-        if cx.facts_wanted() {
-            if let Some((p, v, _)) = ok.first() {
-                if let Some(s) = &v.subject {
-                    cx.facts.identity = Some(Identity {
+        // The identity as a typed fact for later stages in this module, and
+        // in filter state for other modules (a separate accesslog filter or
+        // access logger): `meshguard_common::contract::IDENTITY_STATE`.
+        if let Some((p, v, _)) = ok.first() {
+            if let Some(s) = &v.subject {
+                let facts = Facts {
+                    identity: Some(Identity {
                         subject: s.as_str().into(),
                         issuer: self
                             .providers
                             .get(*p)
                             .and_then(|pr| pr.issuer.as_deref())
                             .map(Rc::from),
-                    });
+                    }),
+                    ..Facts::default()
+                };
+                if !facts.publish_identity(cx.host()) {
+                    log::debug!("authn: the proxy refused the identity filter state");
+                }
+                if cx.facts_wanted() {
+                    cx.facts.identity = facts.identity;
                 }
             }
         }

@@ -19,3 +19,69 @@ pub const AB_FORCE_SECRET_HEADER: &str = "x-ab-force-secret";
 /// and on every path, then sets it; later filters (ab-routing's sticky key,
 /// ratelimit's key, accesslog) and upstreams read it.
 pub const IDENTITY_HEADER: &str = "x-user-id";
+
+// ---------------------------------------------------------------------------
+// Filter state: decisions that must reach modules in *other* VMs (a separate
+// accesslog HTTP filter or `envoy.access_loggers.wasm` logger) without being
+// forgeable by the client. A filter writes them with proxy-wasm
+// `set_property([KEY], value)`; Envoy keeps them in the stream's filter state
+// as `wasm.<KEY>` for the rest of the stream (access log phase included), and
+// any module reads them with `get_property([KEY])`. A client cannot set filter
+// state, so unlike headers nothing has to be stripped first.
+//
+// Values use the proxy-wasm pairs encoding (`headers::encode_pairs`): it is
+// length-prefixed, so any bytes (a JWT subject with a newline) survive.
+
+/// Authenticated identity: pairs `subject` → value and optionally `issuer` →
+/// value. Written by authn (one line: `cx.facts.publish_identity(host)`).
+pub const IDENTITY_STATE: &str = "meshguard.identity";
+
+/// A/B assignments: pairs `experiment` → `variant`, in experiment order.
+/// Written by ab-routing whenever it assigns at least one variant.
+pub const VARIANTS_STATE: &str = "meshguard.variants";
+
+/// Rate-limit decision: one of [`RATE_LIMIT_VALUES`], raw. Written by
+/// ratelimit (one line: `cx.facts.publish_rate_limit(host)`).
+pub const RATE_LIMIT_STATE: &str = "meshguard.ratelimit";
+
+/// The values [`RATE_LIMIT_STATE`] may hold.
+pub const RATE_LIMIT_VALUES: [&str; 3] = ["allowed", "limited", "shadow_limited"];
+
+/// Encodes (name, value) pairs for a filter-state key.
+pub fn encode_state_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    crate::headers::encode_pairs(pairs)
+}
+
+/// Decodes a filter-state value written by [`encode_state_pairs`]; `None`
+/// if it is malformed (never trust a value blindly, even filter state).
+pub fn decode_state_pairs(value: &[u8]) -> Option<Vec<(String, String)>> {
+    let view = crate::headers::PairsView::parse(value)?;
+    Some(
+        view.iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_pairs_round_trip_any_bytes() {
+        let pairs = [("subject", "a\nb\0c"), ("issuer", ""), ("x", "\u{2028}")];
+        let enc = encode_state_pairs(&pairs);
+        let dec = decode_state_pairs(&enc).unwrap();
+        let want: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(dec, want);
+        assert_eq!(decode_state_pairs(b"\x05\x00"), None);
+    }
+}

@@ -211,20 +211,25 @@ impl<'a> PairsView<'a> {
 /// Encodes header pairs in the proxy-wasm pairs encoding, the inverse of
 /// [`PairsView::parse`] (local replies, callouts, test doubles).
 pub fn encode_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
-    let data: usize = pairs
-        .iter()
-        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
-        .sum();
-    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    encode_pairs_from(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+}
+
+/// [`encode_pairs`] from an iterator (walked twice: sizes, then bytes), so
+/// a caller need not collect its pairs first: one allocation in all.
+pub fn encode_pairs_from<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
+    let (n, data) = pairs.clone().fold((0usize, 0usize), |(n, d), (k, v)| {
+        (n + 1, d + k.len() + v.len() + 2)
+    });
+    let mut out = Vec::with_capacity(4 + n * 8 + data);
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    for (k, v) in pairs.clone() {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_ref());
+        out.extend_from_slice(k);
         out.push(0);
-        out.extend_from_slice(v.as_ref());
+        out.extend_from_slice(v);
         out.push(0);
     }
     out

@@ -116,6 +116,18 @@ impl<C: Chain> RootContext for ShellRoot<C> {
         }
     }
 
+    /// As an `envoy.access_loggers.wasm` logger, Envoy calls `proxy_on_log`
+    /// on the root context (there is no stream context), with the finished
+    /// stream's headers and properties readable: run the chain's log hooks
+    /// as for a stream that had no request hooks (no in-memory facts;
+    /// stages read the contract's filter state).
+    fn on_log(&mut self) {
+        if let Some(sh) = &self.chain {
+            let mut stream = Stream::<C>::default();
+            sh.with_scratch(|chain, sc| stream.on_log(chain, &mut SdkProxy, sc));
+        }
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }

@@ -334,6 +334,27 @@ impl<C: Chain> Driver<C> {
         (s, flow)
     }
 
+    /// Like [`Driver::request`], with the request headers already in
+    /// `self.proxy.request` (any bytes, e.g. hostile values).
+    pub fn request_as_is(&mut self, end_of_stream: bool) -> (TestStream<C>, Flow) {
+        self.proxy.response.clear();
+        self.proxy.request_body.clear();
+        let mut s = TestStream {
+            stream: Stream::default(),
+            headers_held: false,
+            parked: None,
+            body_held: false,
+        };
+        let flow = s.stream.on_request_headers(
+            &self.chain,
+            &mut self.proxy,
+            &mut self.scratch,
+            end_of_stream,
+        );
+        s.headers_held = flow == Flow::Pause;
+        (s, flow)
+    }
+
     /// Delivers body data the way Envoy does: held back while the headers
     /// are paused (delivered on resume), buffered while the body callback
     /// pauses (the next call sees everything so far).
@@ -409,12 +430,8 @@ impl<C: Chain> Driver<C> {
             .on_log(&self.chain, &mut self.proxy, &mut self.scratch);
     }
 
-    pub fn tick(&mut self) {
-        self.root.on_tick(&self.chain, &mut self.proxy);
-    }
-
-    /// Answers a callout a stage dispatched from a root hook (a timer).
-    /// False if the token is not a pending root callout.
+    /// Answers a callout made from the root context (a tick or an earlier
+    /// root callout); false if the root did not make it.
     pub fn answer_root(&mut self, token: Token, answer: Answer) -> bool {
         let (n, len) = match &answer {
             Answer::Response { headers, body, .. } => (headers.len() + 1, body.len()),
@@ -423,6 +440,10 @@ impl<C: Chain> Driver<C> {
         self.proxy.current_answer = Some(answer);
         self.root
             .on_callout(&self.chain, &mut self.proxy, token, n, len)
+    }
+
+    pub fn tick(&mut self) {
+        self.root.on_tick(&self.chain, &mut self.proxy);
     }
 }
 

@@ -26,6 +26,7 @@ const FIXTURES: &[(&str, &str)] = &[
     // package and profile), for the filter's own harness tests.
     ("meshguard-ab-routing-wasm", "filters"),
     ("meshguard-authn-wasm", "filters"),
+    ("meshguard-accesslog-wasm", "filters"),
 ];
 
 /// The cargo profile a fixture builds with (the Makefile's `PROFILE_<f>`):

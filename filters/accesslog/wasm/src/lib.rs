@@ -1,0 +1,2 @@
+//! dist/accesslog.wasm: the accesslog stage alone.
+meshguard_shell::module!(meshguard_accesslog::AccessLog);
