@@ -42,10 +42,9 @@ pub fn valid_value(v: &[u8]) -> bool {
     !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
-/// A header name meshguard may set: a non-empty token, or `:path` (authn
-/// removes a token passed as a query parameter).
+/// A header name meshguard may set: a non-empty token.
 pub fn valid_name(n: &[u8]) -> bool {
-    n == b":path" || (!n.is_empty() && n.iter().all(|b| is_tchar(*b)))
+    !n.is_empty() && n.iter().all(|b| is_tchar(*b))
 }
 
 /// One host call the shell makes to apply [`Edits`].
