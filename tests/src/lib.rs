@@ -533,15 +533,16 @@ impl Stack {
             listen: free_port(),
             admin: free_port(),
         };
-        // ab-routing alone: these tests send the sticky key (x-user-id)
-        // themselves, which authn (first in the local chain) would strip.
-        // tests/tests/authn.rs runs the whole chain.
+        // The local chain without authn: these tests send the sticky key
+        // (x-user-id) themselves, which authn (first in the local chain)
+        // would strip. tests/tests/authn.rs and run_local.rs run the whole
+        // chain.
         let filters: Vec<WasmFilter> = match plugin_config {
             Some(json) => local_filters_with_raw_config("ab-routing", json),
             None => local_filters(),
         }
         .into_iter()
-        .filter(|f| f.name == "ab-routing")
+        .filter(|f| f.name != "authn")
         .collect();
         let config = local_envoy_config(&ports, upstream.port, filters);
         let envoy = Envoy::start(&dir, &config, ports, concurrency);
