@@ -3,6 +3,7 @@
 //! work), and turned into owned request headers and the identity fact.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,6 +23,8 @@ use crate::jwt::{self, Invalid, TimeRules};
 use crate::keys::{self, KeySet};
 
 const HASH_KEY: &str = "meshguard.authn.hashkey";
+/// Entries in each worker's local cache in front of shared data.
+const L1_MAX: usize = 1024;
 /// Slots the timer checks for expired entries per tick.
 const SWEEP_PER_TICK: u32 = 256;
 
@@ -145,6 +148,11 @@ enum FetchKind {
 struct Vm {
     local: Vec<Local>,
     tagger: Option<Tagger>,
+    /// This worker's copy of recent cache hits, in front of shared data:
+    /// a repeated token costs no host call and no decoding. Bounded
+    /// ([`L1_MAX`], emptied when full); entries obey `exp` like the shared
+    /// cache's.
+    l1: BTreeMap<[u8; 16], Rc<Verified>>,
     sweep_next: u32,
     /// Root callouts in flight: (token, provider, kind).
     root_calls: Vec<(Token, usize, FetchKind)>,
@@ -176,7 +184,7 @@ pub struct PerRequest {
 
 /// How one provider's check ended.
 enum Check {
-    Ok(Verified),
+    Ok(Rc<Verified>),
     Absent,
     Bad(Invalid),
     /// Keys are being fetched for this request.
@@ -1072,11 +1080,24 @@ impl Authn {
         };
         let mut evicts = false;
         if let Some(tag) = &tag {
+            let local = self
+                .vm
+                .try_borrow()
+                .ok()
+                .and_then(|vm| vm.l1.get(&tag.bytes).cloned());
+            if let Some(v) = local {
+                if usize::from(v.provider) == p && v.live(now, pr.skew) {
+                    cx.count(self.m.cache_hit);
+                    return Check::Ok(v);
+                }
+            }
             let slot = cache::slot_key(tag.slot);
             if let Some((v, _)) = cx.host().shared_get(&slot) {
                 match cache::lookup(&v, tag, now, pr.skew) {
                     Lookup::Hit(v) if usize::from(v.provider) == p => {
                         cx.count(self.m.cache_hit);
+                        let v = Rc::new(v);
+                        self.remember(tag.bytes, &v);
                         return Check::Ok(v);
                     }
                     Lookup::Hit(_) | Lookup::Free => {}
@@ -1132,6 +1153,7 @@ impl Authn {
                 .as_ref()
                 .map(|_| jws.payload_b64.to_string()),
         };
+        let v = Rc::new(v);
         if let Some(tag) = &tag {
             let value = cache::entry(tag, &v);
             if cx.host().shared_set(&cache::slot_key(tag.slot), &value, 0) == SharedWrite::Written
@@ -1139,8 +1161,19 @@ impl Authn {
             {
                 cx.count(self.m.cache_evicted);
             }
+            self.remember(tag.bytes, &v);
         }
         Check::Ok(v)
+    }
+
+    /// Keeps a verified token in this worker's local cache.
+    fn remember(&self, tag: [u8; 16], v: &Rc<Verified>) {
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            if vm.l1.len() >= L1_MAX {
+                vm.l1.clear();
+            }
+            vm.l1.insert(tag, Rc::clone(v));
+        }
     }
 
     fn decide(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
@@ -1159,7 +1192,7 @@ impl Authn {
             cx.count(self.m.public);
             return Step::Continue;
         }
-        let mut ok: Vec<(usize, Verified, usize)> = Vec::new();
+        let mut ok: Vec<(usize, Rc<Verified>, usize)> = Vec::new();
         let mut first_bad: Option<Invalid> = None;
         let mut missing = false;
         let mut unavailable: Option<usize> = None;

@@ -350,3 +350,83 @@ fn weak_inline_rsa_key_is_a_config_error() {
     assert_eq!(err.path, "$.providers[0].jwks.inline.keys[0]");
     assert!(err.message.contains("2048"), "{}", err.message);
 }
+
+#[test]
+fn fetched_weak_rsa_keys_are_skipped_and_counted() {
+    let mut d = driver(&remote_config());
+    let n = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        [0xC5u8; 128],
+    );
+    let mut doc: serde_json::Value = serde_json::from_str(cases::JWKS).unwrap();
+    doc["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"kty": "RSA", "kid": "weak", "n": n, "e": "AQAB"}));
+    let (mut s, _) = d.request(&owned(&bearer(cases::Tok::Rs256, T0)), true);
+    d.answer(&mut s, jwks_answer(&doc.to_string()));
+    assert_eq!(
+        d.proxy.request_header("x-user-id").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        d.proxy
+            .counter("meshguard_authn_jwks_keys_skipped_weak.demo"),
+        1
+    );
+    assert_eq!(d.proxy.counter("meshguard_authn_jwks_keys.demo"), 2);
+}
+
+#[test]
+fn all_of_needs_every_provider_and_payload_header_carries_the_payload() {
+    let mut v: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
+    v["providers"][0]["payload_header"] = serde_json::json!("x-jwt-payload");
+    v["rules"] = serde_json::json!([{"requires": {"all": ["demo", "internal"]}}]);
+    let mut d = driver(&v.to_string());
+    let user = cases::mint(cases::Tok::Rs256, T0 as i64);
+    let svc = cases::mint(cases::Tok::Hs256Internal, T0 as i64);
+    let both: Vec<(String, String)> = vec![
+        (":method".into(), "GET".into()),
+        (":path".into(), "/x".into()),
+        (":authority".into(), "shop.example.com".into()),
+        ("authorization".into(), format!("Bearer {user}")),
+        ("x-service-token".into(), format!("Token {svc}")),
+    ];
+    let (up, reply) = exchange(&mut d, &both);
+    let up = up.unwrap_or_else(|| panic!("denied: {reply:?}"));
+    let get = |n: &str| up.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(get("x-user-id").as_deref(), Some("alice"));
+    assert_eq!(get("x-service").as_deref(), Some("billing"));
+    assert_eq!(get("x-jwt-payload").as_deref(), user.split('.').nth(1));
+    // Only one of the two: 401.
+    let one: Vec<(String, String)> = both.iter().take(4).cloned().collect();
+    let (_, reply) = exchange(&mut d, &one);
+    assert_eq!(reply.unwrap().0, 401);
+}
+
+#[test]
+fn the_timer_empties_expired_cache_slots() {
+    let mut d = driver(&cases::config());
+    for i in 0..5 {
+        let req = bearer(cases::Tok::Rs256, T0 - i);
+        assert!(exchange(&mut d, &req).0.is_some());
+    }
+    let live = |d: &Driver<(Authn,)>| {
+        d.proxy
+            .shared
+            .iter()
+            .filter(|(k, (v, _))| k.starts_with("meshguard.authn.c.") && !v.is_empty())
+            .count()
+    };
+    assert_eq!(live(&d), 5);
+    d.tick();
+    assert_eq!(live(&d), 5, "nothing expired yet");
+    // exp is now + 3600 for every token; past exp and the largest skew.
+    for i in 0..(10_000 / 256 + 1) {
+        // The timer runs once a second: advance the clock with it.
+        d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 3600 + 301 + i));
+        d.tick();
+    }
+    assert_eq!(live(&d), 0);
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_expired_removed"), 5);
+}
