@@ -91,7 +91,11 @@ fn case_table_in_wasm() {
     let mut rt = InHarness { vm };
     run_table(&mut rt, cases::CASES);
     run_table(&mut rt, cases::CASES);
+    // Hits and allowed requests reach the proxy with the timer.
+    rt.vm.advance_clock(Duration::from_secs(2)).unwrap();
+    rt.vm.tick().unwrap();
     assert!(h.counter("meshguard_authn_cache_hit") > 0);
+    assert!(h.counter("meshguard_authn_allowed") > 0);
 }
 
 #[test]
@@ -112,6 +116,8 @@ fn cache_is_shared_by_two_vms() {
     assert!(exchange(&mut a, &req, None).0.is_some());
     assert_eq!(h.counter("meshguard_authn_cache_miss"), 1);
     assert!(exchange(&mut b, &req, None).0.is_some());
+    b.advance_clock(Duration::from_secs(2)).unwrap();
+    b.tick().unwrap();
     assert_eq!(
         h.counter("meshguard_authn_cache_hit"),
         1,

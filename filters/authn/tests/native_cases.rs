@@ -86,7 +86,10 @@ fn case_table() {
     run_table(&mut rt, cases::CASES);
     // Twice: the second pass is served from the cache and must agree.
     run_table(&mut rt, cases::CASES);
+    // Hits and allowed requests reach the proxy with the timer.
+    rt.d.tick();
     assert!(rt.d.proxy.counter("meshguard_authn_cache_hit") > 0);
+    assert!(rt.d.proxy.counter("meshguard_authn_allowed") > 0);
 }
 
 #[test]
@@ -104,7 +107,9 @@ fn cache_hit_skips_signature_and_respects_exp() {
     assert!(exchange(&mut d, &req).0.is_some());
     assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 1);
     assert!(exchange(&mut d, &req).0.is_some());
+    d.tick();
     assert_eq!(d.proxy.counter("meshguard_authn_cache_hit"), 1);
+    assert_eq!(d.proxy.counter("meshguard_authn_allowed"), 2);
     // Past exp (+60 s skew): the cached entry is not served.
     d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 3600 + 61));
     let (_, reply) = exchange(&mut d, &req);
