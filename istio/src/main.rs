@@ -99,6 +99,11 @@ fn run(args: &[String]) -> Result<String, String> {
     match args.first().map(String::as_str) {
         Some("render") => render_cmd(args.get(1..).unwrap_or_default()),
         Some("validate") => match args {
+            // `validate authn` without a config: a usage error, not a
+            // missing policy file called `authn`.
+            [_, name] if filters::find(name).is_ok() && !Path::new(name).exists() => Err(format!(
+                "usage: meshguard validate {name} <config.json|config.yaml|->: the config to check is missing"
+            )),
             [_, policy] => validate_policy(policy, None),
             [_, policy, flag, lock] if flag == "--lock" => {
                 validate_policy(policy, Some(Path::new(lock)))
