@@ -793,12 +793,17 @@ impl Authn {
                         if !k.eq_ignore_ascii_case(b"authorization") {
                             continue;
                         }
-                        let v = v.trim_ascii_start();
-                        if v.len() > 7
-                            && v.get(..7)
-                                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
-                        {
-                            note(v.get(7..).unwrap_or_default(), si)?;
+                        // Envoy joins repeated `authorization` headers with
+                        // `,` (JWTs never contain one): each part counts.
+                        for part in v.split(|b| *b == b',') {
+                            let part = part.trim_ascii_start();
+                            if part.len() > 7
+                                && part
+                                    .get(..7)
+                                    .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+                            {
+                                note(part.get(7..).unwrap_or_default(), si)?;
+                            }
                         }
                     }
                 }

@@ -435,3 +435,25 @@ fn the_timer_empties_expired_cache_slots() {
     assert_eq!(live(&d), 0);
     assert_eq!(d.proxy.counter("meshguard_authn_cache_expired_removed"), 5);
 }
+
+#[test]
+fn repeated_authorization_headers_joined_by_envoy_are_each_read() {
+    let mut d = driver(&cases::config());
+    let a = cases::mint(cases::Tok::Rs256, T0 as i64);
+    let b = cases::mint(cases::Tok::OtherUser, T0 as i64);
+    let req = |v: String| -> Vec<(String, String)> {
+        vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/api".into()),
+            (":authority".into(), "shop.example.com".into()),
+            ("authorization".into(), v),
+        ]
+    };
+    // The same token twice (Envoy's `,` join of two headers): fine.
+    let (up, reply) = exchange(&mut d, &req(format!("Bearer {a},Bearer {a}")));
+    assert!(up.is_some(), "{reply:?}");
+    // Two different tokens: 401, counted as ambiguous.
+    let (_, reply) = exchange(&mut d, &req(format!("Bearer {a}, Bearer {b}")));
+    assert_eq!(reply.unwrap().0, 401);
+    assert_eq!(d.proxy.counter("meshguard_authn_denied.ambiguous"), 1);
+}

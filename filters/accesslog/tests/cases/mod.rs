@@ -12,7 +12,7 @@ use meshguard_stage::testing::NamedCase;
 /// The demo config (deploy/local/filters.yaml's accesslog entry is this).
 pub const CONFIG: &str = r#"{
   "tags": {"environment": "test", "cluster": "local", "namespace": "demo", "workload": "envoy"},
-  "query": {"mode": "redact", "redact_params": ["token", "password"]},
+  "query": {"mode": "redact", "redact_params": ["token", "access_token", "password"]},
   "headers": {"request": ["x-tenant", "authorization", "x-user-id"], "response": ["content-type", "set-cookie"]},
   "sampling": {"success_rate": 1.0, "exclude_paths": ["/healthz", "/internal/*"]}
 }"#;
