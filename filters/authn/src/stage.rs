@@ -795,7 +795,15 @@ impl Authn {
                         }
                         // Envoy joins repeated `authorization` headers with
                         // `,` (JWTs never contain one): each part counts.
-                        for part in v.split(|b| *b == b',') {
+                        // The common case has none: one word-wise search.
+                        let mut parts = v.split(|b| *b == b',');
+                        let single = [v];
+                        let parts: &mut dyn Iterator<Item = &[u8]> = if v.contains(&b',') {
+                            &mut parts
+                        } else {
+                            &mut single.into_iter()
+                        };
+                        for part in parts {
                             let part = part.trim_ascii_start();
                             if part.len() > 7
                                 && part
