@@ -104,15 +104,7 @@ fn cache_is_shared_by_two_vms() {
     let m = module(&h);
     let mut a = h.configured_vm(&m, cases::config().as_bytes()).unwrap();
     let mut b = h.configured_vm(&m, cases::config().as_bytes()).unwrap();
-    let req = cases::Case {
-        name: "x",
-        method: "GET",
-        path: "/api",
-        token: Some(cases::Put::Bearer(cases::Tok::Rs256)),
-        extra: &[],
-        expect: cases::Expect::Reply(0, None),
-    }
-    .request(T0 as i64);
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
     assert!(exchange(&mut a, &req, None).0.is_some());
     assert_eq!(h.counter("meshguard_authn_cache_miss"), 1);
     assert!(exchange(&mut b, &req, None).0.is_some());
@@ -125,27 +117,6 @@ fn cache_is_shared_by_two_vms() {
     );
 }
 
-fn remote_config() -> String {
-    let mut v: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
-    v["providers"][0]["jwks"] = serde_json::json!({
-        "remote": {"cluster": "idp", "path": "/jwks.json", "timeout_ms": 500},
-        "cache_seconds": 60, "min_refetch_seconds": 30
-    });
-    v.to_string()
-}
-
-fn token_request(t: cases::Tok, now: u64) -> Vec<(String, String)> {
-    cases::Case {
-        name: "x",
-        method: "GET",
-        path: "/api",
-        token: Some(cases::Put::Bearer(t)),
-        extra: &[],
-        expect: cases::Expect::Reply(0, None),
-    }
-    .request(now as i64)
-}
-
 fn jwks(doc: &str) -> HttpCallResponse {
     HttpCallResponse::new(200, &[("content-type", "application/json")], doc.as_bytes())
 }
@@ -155,24 +126,36 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
     let h = harness();
     h.declare_cluster("idp");
     let m = module(&h);
-    let mut vm = h.configured_vm(&m, remote_config().as_bytes()).unwrap();
+    let mut vm = h
+        .configured_vm(&m, cases::remote_config().as_bytes())
+        .unwrap();
     // First request: fetch through the callout the test answers, then verified.
     let (up, _) = exchange(
         &mut vm,
-        &token_request(cases::Tok::Rs256, T0),
+        &cases::bearer_request(cases::Tok::Rs256, T0),
         Some(&jwks(cases::JWKS)),
     );
     let up = up.expect("verified after the fetch");
     assert!(up.iter().any(|(k, v)| k == "x-user-id" && v == "alice"));
     assert_eq!(h.counter("meshguard_authn_jwks_fetch_ok.demo"), 1);
     // A second VM uses the shared keys without fetching.
-    let mut other = h.configured_vm(&m, remote_config().as_bytes()).unwrap();
-    let (up, _) = exchange(&mut other, &token_request(cases::Tok::Es256, T0), None);
+    let mut other = h
+        .configured_vm(&m, cases::remote_config().as_bytes())
+        .unwrap();
+    let (up, _) = exchange(
+        &mut other,
+        &cases::bearer_request(cases::Tok::Es256, T0),
+        None,
+    );
     assert!(up.is_some());
     assert!(other.http_calls().is_empty());
     // Junk kids within the minimum interval: 401, no fetch.
     for _ in 0..20 {
-        let (_, r) = exchange(&mut vm, &token_request(cases::Tok::UnknownKid, T0), None);
+        let (_, r) = exchange(
+            &mut vm,
+            &cases::bearer_request(cases::Tok::UnknownKid, T0),
+            None,
+        );
         assert_eq!(r.unwrap().0, 401);
     }
     assert!(vm.http_calls().is_empty());
@@ -182,7 +165,7 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
     let mut http = vm.new_http().unwrap();
     let action = http
         .request_headers(
-            Headers::from_pairs(&token_request(cases::Tok::UnknownKid, T0 + 31)),
+            Headers::from_pairs(&cases::bearer_request(cases::Tok::UnknownKid, T0 + 31)),
             true,
         )
         .unwrap();
@@ -193,7 +176,11 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
     vm.fail_http_call(calls[0].token).unwrap();
     assert_eq!(vm.http(id).unwrap().local_response().unwrap().status, 401);
     assert_eq!(h.counter("meshguard_authn_jwks_fetch_failed.demo"), 1);
-    let (up, _) = exchange(&mut vm, &token_request(cases::Tok::Rs256, T0 + 31), None);
+    let (up, _) = exchange(
+        &mut vm,
+        &cases::bearer_request(cases::Tok::Rs256, T0 + 31),
+        None,
+    );
     assert!(up.is_some(), "last good keys dropped after a failed fetch");
     // The timer refreshes after cache_seconds.
     vm.advance_clock(Duration::from_secs(60)).unwrap();

@@ -95,15 +95,7 @@ fn case_table() {
 #[test]
 fn cache_hit_skips_signature_and_respects_exp() {
     let mut d = driver(&cases::config());
-    let req = cases::Case {
-        name: "x",
-        method: "GET",
-        path: "/api",
-        token: Some(cases::Put::Bearer(cases::Tok::Rs256)),
-        extra: &[],
-        expect: cases::Expect::Reply(0, None),
-    }
-    .request(T0 as i64);
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
     assert!(exchange(&mut d, &req).0.is_some());
     assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 1);
     assert!(exchange(&mut d, &req).0.is_some());
@@ -121,16 +113,8 @@ fn cache_hit_skips_signature_and_respects_exp() {
 fn cache_stays_bounded() {
     let cfg = cases::config().replace("\"rules\"", "\"cache\":{\"max_entries\":8},\"rules\"");
     let mut d = driver(&cfg);
-    for i in 0..40 {
-        let req = cases::Case {
-            name: "x",
-            method: "GET",
-            path: "/api",
-            token: Some(cases::Put::Bearer(cases::Tok::Rs256)),
-            extra: &[],
-            expect: cases::Expect::Reply(0, None),
-        }
-        .request(T0 as i64 - i);
+    for i in 0..40u64 {
+        let req = cases::bearer_request(cases::Tok::Rs256, T0 - i);
         assert!(exchange(&mut d, &req).0.is_some());
     }
     let slots = d
@@ -143,27 +127,6 @@ fn cache_stays_bounded() {
     assert!(d.proxy.counter("meshguard_authn_cache_evicted") > 0);
 }
 
-fn remote_config() -> String {
-    let mut v: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
-    v["providers"][0]["jwks"] = serde_json::json!({
-        "remote": {"cluster": "idp", "path": "/jwks.json", "timeout_ms": 500},
-        "cache_seconds": 60, "min_refetch_seconds": 30
-    });
-    v.to_string()
-}
-
-fn bearer(t: cases::Tok, now: u64) -> Vec<(String, String)> {
-    cases::Case {
-        name: "x",
-        method: "GET",
-        path: "/api",
-        token: Some(cases::Put::Bearer(t)),
-        extra: &[],
-        expect: cases::Expect::Reply(0, None),
-    }
-    .request(now as i64)
-}
-
 fn jwks_answer(doc: &str) -> Answer {
     Answer::Response {
         status: 200,
@@ -174,8 +137,8 @@ fn jwks_answer(doc: &str) -> Answer {
 
 #[test]
 fn first_request_fetches_keys_and_waits() {
-    let mut d = driver(&remote_config());
-    let req = bearer(cases::Tok::Rs256, T0);
+    let mut d = driver(&cases::remote_config());
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
     let (mut s, flow) = d.request(&owned(&req), true);
     assert_eq!(flow, Flow::Pause);
     assert_eq!(d.proxy.calls.len(), 1);
@@ -192,8 +155,8 @@ fn first_request_fetches_keys_and_waits() {
 
 #[test]
 fn failed_first_fetch_is_503_never_a_hang() {
-    let mut d = driver(&remote_config());
-    let req = bearer(cases::Tok::Rs256, T0);
+    let mut d = driver(&cases::remote_config());
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
     let (mut s, _) = d.request(&owned(&req), true);
     d.answer(&mut s, Answer::Failed);
     let r = d.proxy.replies.last().unwrap();
@@ -207,12 +170,12 @@ fn failed_first_fetch_is_503_never_a_hang() {
 
 #[test]
 fn unknown_kid_refetches_at_most_once_per_interval_and_garbage_keeps_old_keys() {
-    let mut d = driver(&remote_config());
-    let req = bearer(cases::Tok::Rs256, T0);
+    let mut d = driver(&cases::remote_config());
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
     let (mut s, _) = d.request(&owned(&req), true);
     d.answer(&mut s, jwks_answer(cases::JWKS));
     // A junk kid right after the fetch: no refetch (min interval 30 s).
-    let junk = bearer(cases::Tok::UnknownKid, T0);
+    let junk = cases::bearer_request(cases::Tok::UnknownKid, T0);
     let calls = d.proxy.calls.len();
     for _ in 0..50 {
         assert_eq!(exchange(&mut d, &junk).1.unwrap().0, 401);
@@ -220,20 +183,23 @@ fn unknown_kid_refetches_at_most_once_per_interval_and_garbage_keeps_old_keys() 
     assert_eq!(d.proxy.calls.len(), calls, "junk kids caused fetches");
     // 31 s later an unknown kid may refetch; the server returns garbage.
     d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 31));
-    let (mut s, flow) = d.request(&owned(&bearer(cases::Tok::UnknownKid, T0 + 31)), true);
+    let (mut s, flow) = d.request(
+        &owned(&cases::bearer_request(cases::Tok::UnknownKid, T0 + 31)),
+        true,
+    );
     assert_eq!(flow, Flow::Pause);
     d.answer(&mut s, jwks_answer("{\"keys\": 5}"));
     assert_eq!(d.proxy.replies.last().unwrap().status, 401);
     assert_eq!(d.proxy.counter("meshguard_authn_jwks_fetch_failed.demo"), 1);
     // The old keys still verify (a fresh token: not from the cache).
-    let fresh = bearer(cases::Tok::Es256, T0 + 31);
+    let fresh = cases::bearer_request(cases::Tok::Es256, T0 + 31);
     assert!(exchange(&mut d, &fresh).0.is_some());
 }
 
 #[test]
 fn rotation_new_kid_is_fetched_on_demand() {
-    let mut d = driver(&remote_config());
-    let (mut s, _) = d.request(&owned(&bearer(cases::Tok::Rs256, T0)), true);
+    let mut d = driver(&cases::remote_config());
+    let (mut s, _) = d.request(&owned(&cases::bearer_request(cases::Tok::Rs256, T0)), true);
     d.answer(&mut s, jwks_answer(cases::JWKS));
     d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 40));
     // A token from the next key: kid unknown → one fetch, then verified.
@@ -278,7 +244,7 @@ pub fn merged_jwks() -> String {
 
 #[test]
 fn timer_refreshes_keys_after_ttl() {
-    let mut d = driver(&remote_config());
+    let mut d = driver(&cases::remote_config());
     d.tick();
     assert_eq!(d.proxy.calls.len(), 1, "first tick fetches");
     // Answer the root callout.
@@ -358,7 +324,7 @@ fn weak_inline_rsa_key_is_a_config_error() {
 
 #[test]
 fn fetched_weak_rsa_keys_are_skipped_and_counted() {
-    let mut d = driver(&remote_config());
+    let mut d = driver(&cases::remote_config());
     let n = base64::Engine::encode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         [0xC5u8; 128],
@@ -368,7 +334,7 @@ fn fetched_weak_rsa_keys_are_skipped_and_counted() {
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({"kty": "RSA", "kid": "weak", "n": n, "e": "AQAB"}));
-    let (mut s, _) = d.request(&owned(&bearer(cases::Tok::Rs256, T0)), true);
+    let (mut s, _) = d.request(&owned(&cases::bearer_request(cases::Tok::Rs256, T0)), true);
     d.answer(&mut s, jwks_answer(&doc.to_string()));
     assert_eq!(
         d.proxy.request_header("x-user-id").as_deref(),
@@ -413,7 +379,7 @@ fn all_of_needs_every_provider_and_payload_header_carries_the_payload() {
 fn the_timer_empties_expired_cache_slots() {
     let mut d = driver(&cases::config());
     for i in 0..5 {
-        let req = bearer(cases::Tok::Rs256, T0 - i);
+        let req = cases::bearer_request(cases::Tok::Rs256, T0 - i);
         assert!(exchange(&mut d, &req).0.is_some());
     }
     let live = |d: &Driver<(Authn,)>| {

@@ -61,6 +61,30 @@ pub fn config() -> String {
     .to_string()
 }
 
+/// The table's config with the demo provider's keys fetched from cluster
+/// `idp` (`/jwks.json`) instead of inline.
+pub fn remote_config() -> String {
+    let mut v: Value = serde_json::from_str(&config()).unwrap();
+    v["providers"][0]["jwks"] = json!({
+        "remote": {"cluster": "idp", "path": "/jwks.json", "timeout_ms": 500},
+        "cache_seconds": 60, "min_refetch_seconds": 30
+    });
+    v.to_string()
+}
+
+/// `GET /api` with `Authorization: Bearer <t minted at now>`.
+pub fn bearer_request(t: Tok, now: u64) -> Vec<(String, String)> {
+    Case {
+        name: "bearer",
+        method: "GET",
+        path: "/api",
+        token: Some(Put::Bearer(t)),
+        extra: &[],
+        expect: Expect::Reply(0, None),
+    }
+    .request(now as i64)
+}
+
 /// Which token a case sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tok {
