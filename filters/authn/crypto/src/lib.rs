@@ -8,13 +8,15 @@
 //! (num-bigint-dig, 64-bit digits) emulates 64×64→128 multiplies on wasm32 and runs a
 //! generic modpow with ~95 Montgomery multiplications per verify. Here:
 //!
-//! * RSA: the Montgomery parameters of `n` (R mod n, R² mod n, −n⁻¹) are computed once
-//!   per key ([`VerifyingKey::rsa`]), with `crypto-bigint` 0.7 on 32-bit limbs (native
-//!   word size on wasm32). A verify is `s < n`, then `s^e mod n` by left-to-right
-//!   square-and-multiply on the public exponent (e = 65537: 16 squarings + 1 multiply,
-//!   plus the conversions in and out of Montgomery form), then a byte-exact
-//!   EMSA-PKCS1-v1_5 comparison or an EMSA-PSS check (RFC 8017 §9.1.2, MGF1 with the
-//!   same hash, salt length = hash length as RFC 7518 §3.5 requires).
+//! * RSA: the Montgomery parameters of `n` (−n⁻¹ mod 2³², R² mod n) are computed once
+//!   per key ([`VerifyingKey::rsa`]) and the arithmetic is this crate's own (`mont.rs`):
+//!   32-bit limbs, so each limb product is one `i64.mul` in wasm, and variable-time on
+//!   purpose (everything in a verify is public). A verify is `s < n`, then `s^e mod n`
+//!   by left-to-right square-and-multiply on the public exponent (e = 65537: 16
+//!   squarings, each computing its cross products once, + 1 multiply, plus the
+//!   conversions in and out of Montgomery form), then a byte-exact EMSA-PKCS1-v1_5
+//!   comparison or an EMSA-PSS check (RFC 8017 §9.1.2, MGF1 with the same hash, salt
+//!   length = hash length as RFC 7518 §3.5 requires).
 //! * ECDSA: `p256`/`p384` 0.14 (`primeorder` arithmetic), key decoded and checked once.
 //!   Signatures are raw `r || s` (JWS), DER is rejected by length. High-S signatures are
 //!   accepted, as JOSE does not require low-S and `p256`/`p384` 0.14 accept them.
@@ -22,27 +24,31 @@
 //! * HMAC: `hmac` 0.13 + `sha2` 0.11, keyed state precomputed per hash, tag compared
 //!   in constant time.
 //!
-//! Limb size: `crypto-bigint` 0.7 and `p256`/`p384` 0.14 pick their word size with the
-//! `cpubits` crate, which promotes wasm32 to **64-bit** limbs unless the build sets
-//! `--cfg cpubits="32"` (a global rustflag: it changes every crate at once). 64-bit limbs
-//! run fewer wasm instructions but emulate 64×64→128 multiplies; in V8 the 32-bit build
-//! verified RS256 faster (≈130 vs ≈220 µs in node's V8 on a loaded machine) and ES384
-//! faster, ES256 about the same. Measure in Envoy before choosing.
+//! Limb size: `p256`/`p384` 0.14 (through `crypto-bigint` 0.7) pick their word size
+//! with the `cpubits` crate, which promotes wasm32 to **64-bit** limbs unless the build
+//! sets `--cfg cpubits="32"` (a global rustflag). 64-bit limbs emulate 64×64→128
+//! multiplies in wasm; for ECDSA they still measured faster in Envoy (ES256 623 against
+//! 895 µs), so the build keeps the default and RSA, which wants 32-bit limbs, brings
+//! its own arithmetic.
 //!
-//! Guest instructions per verify (wasmtime fuel, 2048-bit RSA, a 400-byte token), before
-//! = `jsonwebtoken` 10 `rust_crypto`, after = this crate (default cpubits / cpubits 32):
+//! Time per verify in node's V8 (`examples/v8.mjs`, the fastest of six rounds, this
+//! machine) and guest instructions (wasmtime fuel, `examples/fuel.rs`), 2048-bit RSA,
+//! a 400-byte token; before = `jsonwebtoken` 10 `rust_crypto`:
 //!
-//! | alg   | before     | after      | after, cpubits 32 |
-//! |-------|-----------:|-----------:|------------------:|
-//! | RS256 | 21 417 266 |  3 392 903 |  4 698 942 |
-//! | PS256 | 21 460 464 |  3 437 177 |  4 743 274 |
-//! | ES256 | 21 765 610 | 12 705 463 | 18 253 970 |
-//! | ES384 | 93 663 995 | 55 268 785 | 46 290 991 |
-//! | EdDSA |  2 083 441 |  2 293 741 |  2 293 741 |
-//! | HS256 |     59 946 |     46 160 |     46 160 |
+//! | alg   | before, V8 µs | before, fuel | after, V8 µs | after, fuel |
+//! |-------|--------------:|-------------:|-------------:|------------:|
+//! | RS256 |          1021 |   21 417 511 |          115 |   3 576 229 |
+//! | PS256 |          1026 |   21 460 351 |          118 |   3 619 700 |
+//! | ES256 |          1091 |   21 765 610 |          747 |  12 705 463 |
+//! | ES384 |          7013 |   93 663 995 |         2865 |  55 268 785 |
+//! | EdDSA |           120 |    2 083 441 |          135 |   2 293 741 |
+//! | HS256 |           3.0 |       59 946 |          2.0 |      46 160 |
 //!
-//! Key setup (once per JWK): RSA 0.31 M (0.61 M with cpubits 32), P-256 19 k, P-384
-//! 48 k, Ed25519 168 k, HMAC 47 k instructions.
+//! Fuel is not V8 time: RSA on `crypto-bigint`'s 64-bit limbs ran fewer wasm
+//! instructions (3 392 903) but took 156 µs in V8, against 115 µs here.
+//!
+//! Key setup (once per JWK): RSA 0.26 M instructions (11 µs in V8), P-256 19 k,
+//! P-384 48 k, Ed25519 168 k, HMAC 47 k.
 //!
 //! No function here panics on any input: every length and encoding is checked and a bad
 //! one is a `false` (verify) or a [`KeyError`] (key construction).
@@ -59,9 +65,10 @@
 
 use core::fmt;
 
-use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, SquareAssign};
+mod mont;
+
 use hmac::{Hmac, KeyInit, Mac};
+use mont::Modulus;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// A JWS signature algorithm this crate verifies (RFC 7518 §3.1, RFC 8037 §3.1).
@@ -186,7 +193,7 @@ enum Inner {
 
 #[derive(Clone)]
 struct RsaKey {
-    params: BoxedMontyParams,
+    modulus: Modulus,
     /// Modulus bits (`modBits` in RFC 8017).
     bits: usize,
     /// Modulus length in bytes (`k`): the exact signature length.
@@ -252,21 +259,24 @@ impl VerifyingKey {
         if n_low & 1 == 0 || e_low & 1 == 0 || e_bits < 2 || e_bits > bits {
             return Err(KeyError::BadRsa);
         }
-        let n_int = BoxedUint::from_be_slice_vartime(n);
-        let e_int = BoxedUint::from_be_slice_vartime(e);
-        if e_int.cmp_vartime(&n_int) != core::cmp::Ordering::Less {
+        // e < n: compare as big-endian magnitudes (no leading zeros left).
+        if (e.len(), e) >= (n.len(), n) {
             return Err(KeyError::BadRsa);
         }
-        let odd: Option<_> = n_int.into_odd().into();
-        let odd = odd.ok_or(KeyError::BadRsa)?;
-        let params = BoxedMontyParams::new_vartime(odd);
+        let limbs = n.len().div_ceil(4);
+        let modulus = mont::limbs_from_be(n, limbs)
+            .and_then(Modulus::new)
+            .ok_or(KeyError::BadRsa)?;
         // Exponent bits below the top one, most significant first.
         let e_rest = (0..e_bits - 1)
             .rev()
-            .map(|i| e_int.bit_vartime(i as u32))
+            .map(|i| {
+                e.get(e.len() - 1 - i / 8)
+                    .is_some_and(|byte| byte >> (i % 8) & 1 == 1)
+            })
             .collect();
         Ok(VerifyingKey(Inner::Rsa(Box::new(RsaKey {
-            params,
+            modulus,
             bits,
             k: n.len(),
             e_rest,
@@ -426,27 +436,12 @@ impl RsaKey {
         if signature.len() != self.k {
             return None;
         }
-        let n = self.params.modulus();
-        let s = BoxedUint::from_be_slice(signature, n.bits_precision()).ok()?;
-        if s.cmp_vartime(n.as_ref()) != core::cmp::Ordering::Less {
+        let n = self.modulus.limbs();
+        let s = mont::limbs_from_be(signature, n.len())?;
+        if !mont::less_than(&s, n) {
             return None;
         }
-        let m = self.pow(s).to_be_bytes();
-        let skip = m.len().checked_sub(self.k)?;
-        m.get(skip..).map(<[u8]>::to_vec)
-    }
-
-    /// `base^e mod n` by left-to-right square-and-multiply on the (public) exponent.
-    fn pow(&self, base: BoxedUint) -> BoxedUint {
-        let base = BoxedMontyForm::new(base, &self.params);
-        let mut acc = base.clone();
-        for &bit in &self.e_rest {
-            acc.square_assign();
-            if bit {
-                acc *= &base;
-            }
-        }
-        acc.retrieve()
+        mont::limbs_to_be(&self.modulus.pow(&s, &self.e_rest), self.k)
     }
 
     /// RSASSA-PKCS1-v1_5 verify: the whole encoded message must equal

@@ -451,3 +451,61 @@ fn rsa_key_checks() {
         assert_eq!(k.accepts(a), RSA_ALGS.contains(&a), "{a}");
     }
 }
+
+/// Moduli whose limbs are all ones or mostly zeros, and bases next to them: the carry
+/// and final-subtraction edges of the 32-bit-limb Montgomery code.
+#[test]
+fn modpow_matches_num_bigint_on_extreme_moduli() {
+    let mut r = rng(7);
+    let mut moduli: Vec<Vec<u8>> = Vec::new();
+    for bytes in [256usize, 257, 259, 384, 512] {
+        // 2^(8·bytes) − 1: every limb 0xffffffff.
+        moduli.push(vec![0xff; bytes]);
+        // 2^(8·bytes − 1) + 1: the top bit, the bottom bit, zeros between.
+        let mut low = vec![0u8; bytes];
+        low[0] = 0x80;
+        low[bytes - 1] = 1;
+        moduli.push(low);
+        // Top limb all ones, the rest random.
+        let mut mixed = vec![0u8; bytes];
+        r.fill_bytes(&mut mixed);
+        mixed[..4].fill(0xff);
+        mixed[bytes - 1] |= 1;
+        moduli.push(mixed);
+        // Low limb 1 (n0 = −1), all other limbs 0xffffffff.
+        let mut ones = vec![0xff; bytes];
+        ones[bytes - 4..].copy_from_slice(&[0, 0, 0, 1]);
+        moduli.push(ones);
+    }
+    let mut checked = 0;
+    for n_bytes in &moduli {
+        let n = BigUint::from_bytes_be(n_bytes);
+        let k = n_bytes.len();
+        for e_bytes in [vec![1u8, 0, 1], vec![3], vec![0xff, 0xff, 0xff, 0xff, 0xff]] {
+            let e = BigUint::from_bytes_be(&e_bytes);
+            let key = VerifyingKey::rsa(n_bytes, &e_bytes).unwrap();
+            let one = BigUint::from(1u8);
+            let bases = [
+                BigUint::from(0u8),
+                one.clone(),
+                BigUint::from(2u8),
+                &n - &one,
+                &n - BigUint::from(2u8),
+                &n >> 1,
+                (&n >> 1) + &one,
+                BigUint::from_bytes_be(&vec![0xff; k - 1]),
+            ];
+            for s in bases {
+                let s_bytes = to_k_bytes(&s, k);
+                let want = to_k_bytes(&s.modpow(&e, &n), k);
+                assert_eq!(
+                    __rsa_public_op(&key, &s_bytes),
+                    Some(want),
+                    "n {n:x} s {s:x}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, moduli.len() * 3 * 8);
+}
