@@ -14,8 +14,12 @@
 //!   `nbf`, the subject and just the claims rules and outputs read. A hit
 //!   never verifies a signature and never parses JSON; it is refused once
 //!   `exp` (+ skew) has passed.
+//! - **In front of it**, each worker keeps [`L1`]: recently verified
+//!   tokens by their bytes, so a repeated token costs neither a host call
+//!   nor the SipHash.
 
 use std::hash::Hasher;
+use std::rc::Rc;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -255,6 +259,99 @@ pub fn expired(value: &[u8], now: i64, skew: i64) -> bool {
     }
 }
 
+/// Slots in a worker's [`L1`].
+pub const L1_SLOTS: usize = 1024;
+/// Longer tokens skip [`L1`] (the shared cache still serves them): the
+/// table holds at most `L1_SLOTS × L1_MAX_TOKEN` bytes of tokens (2 MiB).
+pub const L1_MAX_TOKEN: usize = 2048;
+
+/// A token and its record.
+type L1Entry = (Box<[u8]>, Rc<Verified>);
+
+/// One worker's table of recently verified tokens, in front of the shared
+/// cache: direct-mapped by a fast seeded hash of the token, each slot
+/// holding the whole token, compared in full (word by word, without an
+/// early exit) before its record is used. Only verified tokens get in, so
+/// a colliding token can only push another out of its slot, never be
+/// taken for it.
+pub struct L1 {
+    seed: u64,
+    slots: Vec<Option<L1Entry>>,
+}
+
+const K0: u64 = 0x9e37_79b9_7f4a_7c15;
+const K1: u64 = 0xbf58_476d_1ce4_e5b9;
+
+impl L1 {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            slots: Vec::new(),
+        }
+    }
+
+    fn index(&self, token: &[u8]) -> usize {
+        let mut h = self.seed ^ (token.len() as u64).wrapping_mul(K0);
+        let mut words = token.chunks_exact(8);
+        for w in &mut words {
+            let w = <[u8; 8]>::try_from(w).map(u64::from_le_bytes).unwrap_or(0);
+            h = (h ^ w).wrapping_mul(K0).rotate_left(31);
+        }
+        for &b in words.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(K0);
+        }
+        h ^= h >> 32;
+        h = h.wrapping_mul(K1);
+        h ^= h >> 29;
+        (h as usize) % L1_SLOTS
+    }
+
+    pub fn get(&self, token: &[u8]) -> Option<&Rc<Verified>> {
+        let (t, v) = self.slots.get(self.index(token))?.as_ref()?;
+        same_bytes(t, token).then_some(v)
+    }
+
+    pub fn put(&mut self, token: &[u8], v: &Rc<Verified>) {
+        if token.len() > L1_MAX_TOKEN {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(L1_SLOTS, || None);
+        }
+        let i = self.index(token);
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some((token.into(), Rc::clone(v)));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Equal lengths and bytes, compared a word at a time without stopping at
+/// the first difference (the stored token is someone's credential).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u64;
+    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut wa).zip(&mut wb) {
+        let x = <[u8; 8]>::try_from(x).map(u64::from_le_bytes).unwrap_or(0);
+        let y = <[u8; 8]>::try_from(y).map(u64::from_le_bytes).unwrap_or(1);
+        diff |= x ^ y;
+    }
+    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +409,39 @@ mod tests {
         assert_ne!(a.bytes, Tagger::new([2; 16], 1, 100).tag(b"t").bytes);
         assert_ne!(a.bytes, Tagger::new([1; 16], 2, 100).tag(b"t").bytes);
         assert!(a.slot < 100);
+    }
+
+    #[test]
+    fn l1_finds_only_the_same_token() {
+        let v = Rc::new(Verified {
+            provider: 0,
+            exp: None,
+            nbf: None,
+            subject: Some("alice".into()),
+            claims: vec![],
+            payload_b64: None,
+        });
+        let mut l1 = L1::new(42);
+        assert!(l1.is_empty());
+        let token = b"aaaa.bbbb.cccc-long-enough-for-words".to_vec();
+        l1.put(&token, &v);
+        assert_eq!(l1.get(&token), Some(&v));
+        // One byte different anywhere, shorter or longer: a miss.
+        for i in 0..token.len() {
+            let mut t = token.clone();
+            t[i] ^= 1;
+            assert_eq!(l1.get(&t), None, "byte {i}");
+        }
+        assert_eq!(l1.get(&token[..token.len() - 1]), None);
+        let mut longer = token.clone();
+        longer.push(b'x');
+        assert_eq!(l1.get(&longer), None);
+        // Tokens over the limit are not kept; the table stays bounded.
+        l1.put(&vec![b'a'; L1_MAX_TOKEN + 1], &v);
+        assert_eq!(l1.get(&vec![b'a'; L1_MAX_TOKEN + 1]), None);
+        for i in 0..3 * L1_SLOTS {
+            l1.put(format!("token-{i}").as_bytes(), &v);
+        }
+        assert!(l1.len() <= L1_SLOTS);
     }
 }

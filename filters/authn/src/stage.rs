@@ -3,7 +3,6 @@
 //! work), and turned into owned request headers and the identity fact.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -24,7 +23,6 @@ use crate::keys::{self, KeySet};
 
 const HASH_KEY: &str = "meshguard.authn.hashkey";
 /// Entries in each worker's local cache in front of shared data.
-const L1_MAX: usize = 1024;
 /// Slots the timer checks for expired entries per tick.
 const SWEEP_PER_TICK: u32 = 256;
 
@@ -148,11 +146,12 @@ enum FetchKind {
 struct Vm {
     local: Vec<Local>,
     tagger: Option<Tagger>,
-    /// This worker's copy of recent cache hits, in front of shared data:
-    /// a repeated token costs no host call and no decoding. Bounded
-    /// ([`L1_MAX`], emptied when full); entries obey `exp` like the shared
-    /// cache's.
-    l1: BTreeMap<[u8; 16], Rc<Verified>>,
+    /// This worker's recently verified tokens, in front of shared data: a
+    /// repeated token costs no host call, no SipHash and no decoding.
+    /// Bounded ([`cache::L1_SLOTS`] slots); entries obey `exp` like the
+    /// shared cache's. Made with the tagger (its seed comes from the
+    /// tagger's random key).
+    l1: Option<cache::L1>,
     /// The two counters every allowed request bumps (`allowed`,
     /// `cache_hit`), added up here and handed to the proxy by the timer
     /// once a second: two host calls fewer per request.
@@ -206,6 +205,23 @@ fn claim_index(paths: &mut Vec<String>, p: &str) -> usize {
             paths.len() - 1
         }
     }
+}
+
+/// `v` contains `needle`: eight bytes per step (wasm has 64-bit integers,
+/// while `memchr` on wasm32 steps four at a time), with the exact
+/// zero-byte test on the XOR with the needle repeated.
+fn has_byte(v: &[u8], needle: u8) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(needle));
+    let mut words = v.chunks_exact(8);
+    for w in &mut words {
+        let x = <[u8; 8]>::try_from(w).map(u64::from_le_bytes).unwrap_or(0) ^ pattern;
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            return true;
+        }
+    }
+    words.remainder().contains(&needle)
 }
 
 fn now_secs(host: &dyn Host) -> i64 {
@@ -768,12 +784,12 @@ impl Authn {
         &self,
         p: &Provider,
         rq: &'r Request<'_>,
-    ) -> Result<Option<(&'r str, usize)>, Invalid> {
-        let mut found: Option<(&'r str, usize)> = None;
+    ) -> Result<Option<(&'r [u8], usize)>, Invalid> {
+        // Bytes, not text: UTF-8 is checked by the parser, on a cache miss
+        // (a cached token is valid text already).
+        let mut found: Option<(&'r [u8], usize)> = None;
         let mut note = |t: &'r [u8], src: usize| -> Result<(), Invalid> {
-            let t = std::str::from_utf8(t)
-                .map_err(|_| Invalid::Malformed)?
-                .trim();
+            let t = t.trim_ascii();
             if t.is_empty() {
                 return Ok(());
             }
@@ -798,7 +814,7 @@ impl Authn {
                         // The common case has none: one word-wise search.
                         let mut parts = v.split(|b| *b == b',');
                         let single = [v];
-                        let parts: &mut dyn Iterator<Item = &[u8]> = if v.contains(&b',') {
+                        let parts: &mut dyn Iterator<Item = &[u8]> = if has_byte(v, b',') {
                             &mut parts
                         } else {
                             &mut single.into_iter()
@@ -882,6 +898,12 @@ impl Authn {
         let t = Tagger::new(key, self.config_fp, self.cache_slots);
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.tagger = Some(t.clone());
+            // The table's seed: derived one-way from the secret hash key.
+            let seed = t.tag(b"meshguard.authn.l1-seed").bytes;
+            let seed = <[u8; 8]>::try_from(seed.get(..8).unwrap_or_default())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            vm.l1 = Some(cache::L1::new(seed));
         }
         Some(t)
     }
@@ -1096,7 +1118,7 @@ impl Authn {
 
     /// Checks `token` for provider `p`: cache, then parse, key, signature,
     /// claims; stores a success in the cache.
-    fn check(&self, p: usize, token: &str, st: &PerRequest, cx: &mut Cx<'_>) -> Check {
+    fn check(&self, p: usize, token: &[u8], st: &PerRequest, cx: &mut Cx<'_>) -> Check {
         let Some(pr) = self.providers.get(p) else {
             return Check::Bad(Invalid::UnknownKey);
         };
@@ -1104,31 +1126,34 @@ impl Authn {
             return Check::Bad(Invalid::TooLong);
         }
         let now = now_secs(cx.host());
-        let tag = if self.cache_slots > 0 {
-            self.tagger(cx.host()).map(|t| t.tag(token.as_bytes()))
+        let tagger = if self.cache_slots > 0 {
+            self.tagger(cx.host())
         } else {
             None
         };
-        let mut evicts = false;
-        if let Some(tag) = &tag {
+        if tagger.is_some() {
             let local = self
                 .vm
                 .try_borrow()
                 .ok()
-                .and_then(|vm| vm.l1.get(&tag.bytes).cloned());
+                .and_then(|vm| vm.l1.as_ref()?.get(token).cloned());
             if let Some(v) = local {
                 if usize::from(v.provider) == p && v.live(now, pr.skew) {
                     self.batch_hit();
                     return Check::Ok(v);
                 }
             }
+        }
+        let tag = tagger.map(|t| t.tag(token));
+        let mut evicts = false;
+        if let Some(tag) = &tag {
             let slot = cache::slot_key(tag.slot);
             if let Some((v, _)) = cx.host().shared_get(&slot) {
                 match cache::lookup(&v, tag, now, pr.skew) {
                     Lookup::Hit(v) if usize::from(v.provider) == p => {
                         self.batch_hit();
                         let v = Rc::new(v);
-                        self.remember(tag.bytes, &v);
+                        self.remember(token, &v);
                         return Check::Ok(v);
                     }
                     Lookup::Hit(_) | Lookup::Free => {}
@@ -1137,6 +1162,9 @@ impl Authn {
             }
             cx.count(self.m.cache_miss);
         }
+        let Ok(token) = std::str::from_utf8(token) else {
+            return Check::Bad(Invalid::Malformed);
+        };
         let jws = match jwt::parse(token, pr.max_token, &pr.algs) {
             Ok(j) => j,
             Err(e) => return Check::Bad(e),
@@ -1192,18 +1220,17 @@ impl Authn {
             {
                 cx.count(self.m.cache_evicted);
             }
-            self.remember(tag.bytes, &v);
+            self.remember(token.as_bytes(), &v);
         }
         Check::Ok(v)
     }
 
     /// Keeps a verified token in this worker's local cache.
-    fn remember(&self, tag: [u8; 16], v: &Rc<Verified>) {
+    fn remember(&self, token: &[u8], v: &Rc<Verified>) {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
-            if vm.l1.len() >= L1_MAX {
-                vm.l1.clear();
+            if let Some(l1) = vm.l1.as_mut() {
+                l1.put(token, v);
             }
-            vm.l1.insert(tag, Rc::clone(v));
         }
     }
 
@@ -1455,5 +1482,29 @@ impl Authn {
         if removed > 0 {
             next_bump(bumps, self.m.cache_expired_removed, removed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::has_byte;
+
+    #[test]
+    fn has_byte_matches_contains() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut v = vec![b'a'; len];
+                if at < len {
+                    v[at] = b',';
+                }
+                assert_eq!(has_byte(&v, b','), v.contains(&b','), "len {len} at {at}");
+            }
+        }
+        // Every other byte value, high bytes included, never matches.
+        let others: Vec<u8> = (0..=255u8).filter(|b| *b != b',').collect();
+        assert!(!has_byte(&others, b','));
+        assert!(has_byte(b"\xff\xff\xff\xff\xff\xff\xff,", b','));
+        assert!(has_byte(b"\x2d\x2b\xac,\xff\xff\xff\xff", b','));
     }
 }
