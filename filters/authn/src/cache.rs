@@ -38,7 +38,7 @@ pub struct Verified {
     pub provider: u16,
     pub exp: Option<i64>,
     pub nbf: Option<i64>,
-    pub subject: Option<String>,
+    pub subject: Option<Rc<str>>,
     /// Indexed like the stage's claim-path table.
     pub claims: Vec<Option<ClaimVal>>,
     /// The payload segment, for a provider with `payload_header`.
@@ -79,7 +79,7 @@ impl Verified {
         let provider = u16::from_le_bytes(take::<2>(r)?);
         let exp = Some(i64::from_le_bytes(take::<8>(r)?)).filter(|v| *v != i64::MIN);
         let nbf = Some(i64::from_le_bytes(take::<8>(r)?)).filter(|v| *v != i64::MIN);
-        let subject = get_opt(r)?;
+        let subject = get_opt(r)?.map(Rc::from);
         let n = u16::from_le_bytes(take::<2>(r)?) as usize;
         let mut claims = Vec::with_capacity(n.min(64));
         for _ in 0..n {

@@ -52,7 +52,7 @@ struct ProviderMetrics {
 
 struct Provider {
     name: String,
-    issuer: Option<String>,
+    issuer: Option<Rc<str>>,
     audiences: Vec<String>,
     algs: Vec<Alg>,
     keys_from: KeySource,
@@ -312,7 +312,7 @@ impl Stage for Authn {
             let n = p.name.as_str();
             providers.push(Provider {
                 name: p.name.clone(),
-                issuer: p.issuer.clone(),
+                issuer: p.issuer.as_deref().map(Rc::from),
                 audiences: p.audiences.clone(),
                 algs,
                 keys_from,
@@ -1191,7 +1191,7 @@ impl Authn {
             .claim_paths
             .get(pr.identity_claim)
             .and_then(|path| jwt::claim(&claims, path))
-            .map(jwt::claim_text);
+            .map(|c| Rc::from(jwt::claim_text(c)));
         let v = Verified {
             provider: p as u16,
             exp,
@@ -1353,7 +1353,7 @@ impl Authn {
                 continue;
             };
             if let Some(s) = &v.subject {
-                rq.set(Rc::clone(&pr.identity_header), s.clone());
+                rq.set(Rc::clone(&pr.identity_header), Rc::clone(s));
             }
             for (ci, h) in &pr.claim_headers {
                 if let Some(Some(c)) = v.claims.get(*ci) {
@@ -1374,12 +1374,8 @@ impl Authn {
             if let Some(s) = &v.subject {
                 let facts = Facts {
                     identity: Some(Identity {
-                        subject: s.as_str().into(),
-                        issuer: self
-                            .providers
-                            .get(*p)
-                            .and_then(|pr| pr.issuer.as_deref())
-                            .map(Rc::from),
+                        subject: Rc::clone(s),
+                        issuer: self.providers.get(*p).and_then(|pr| pr.issuer.clone()),
                     }),
                     ..Facts::default()
                 };
