@@ -194,7 +194,7 @@ with open(os.path.join(ROOT, "bench/authn-tokens.json")) as _f:
 DEMO_ISSUER = "https://demo.meshguard.local"
 
 
-def authn_config(cache=True):
+def authn_config(cache=True, state=True):
     cfg = {
         "providers": [{"name": "demo", "issuer": DEMO_ISSUER, "audiences": ["shop"],
                        "algorithms": ["RS256", "ES256"], "jwks": {"inline": DEMO_JWKS}}],
@@ -203,6 +203,10 @@ def authn_config(cache=True):
     }
     if not cache:
         cfg["cache"] = {"max_entries": 0}
+    if not state:
+        # The same job as jwt_authn: no identity in filter state for other
+        # modules (the accesslog); header out, token stripped.
+        cfg["identity_filter_state"] = False
     return cfg
 
 
@@ -257,6 +261,9 @@ VARIANTS = [
     {"name": "meshguard authn warm cache (wasm)", "group": "authn", "headers": bearer("rs256"),
      "needs": {"dist/authn.wasm": "make build"},
      "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config())]},
+    {"name": "meshguard authn warm, no filter state (wasm)", "group": "authn", "headers": bearer("rs256"),
+     "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(state=False))]},
     {"name": "meshguard authn cold RS256 (wasm)", "group": "authn", "headers": bearer("rs256"),
      "needs": {"dist/authn.wasm": "make build"},
      "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(cache=False))]},

@@ -292,12 +292,13 @@ impl L1 {
 
     fn index(&self, token: &[u8]) -> usize {
         let mut h = self.seed ^ (token.len() as u64).wrapping_mul(K0);
-        let mut words = token.chunks_exact(8);
-        for w in &mut words {
-            let w = <[u8; 8]>::try_from(w).map(u64::from_le_bytes).unwrap_or(0);
-            h = (h ^ w).wrapping_mul(K0).rotate_left(31);
+        let (words, rest) = token.as_chunks::<8>();
+        for w in words {
+            h = (h ^ u64::from_le_bytes(*w))
+                .wrapping_mul(K0)
+                .rotate_left(31);
         }
-        for &b in words.remainder() {
+        for &b in rest {
             h = (h ^ u64::from(b)).wrapping_mul(K0);
         }
         h ^= h >> 32;
@@ -340,13 +341,11 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     let mut diff = 0u64;
-    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut wa).zip(&mut wb) {
-        let x = <[u8; 8]>::try_from(x).map(u64::from_le_bytes).unwrap_or(0);
-        let y = <[u8; 8]>::try_from(y).map(u64::from_le_bytes).unwrap_or(1);
-        diff |= x ^ y;
+    let ((wa, ra), (wb, rb)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    for (x, y) in wa.iter().zip(wb) {
+        diff |= u64::from_le_bytes(*x) ^ u64::from_le_bytes(*y);
     }
-    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
+    for (x, y) in ra.iter().zip(rb) {
         diff |= u64::from(x ^ y);
     }
     diff == 0

@@ -167,6 +167,8 @@ pub struct Authn {
     providers: Vec<Provider>,
     rules: Vec<Rule>,
     bypass_cors: bool,
+    /// `identity_filter_state`.
+    publish_state: bool,
     realm: String,
     cache_slots: u32,
     config_fp: u64,
@@ -214,14 +216,14 @@ fn has_byte(v: &[u8], needle: u8) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let pattern = LO.wrapping_mul(u64::from(needle));
-    let mut words = v.chunks_exact(8);
-    for w in &mut words {
-        let x = <[u8; 8]>::try_from(w).map(u64::from_le_bytes).unwrap_or(0) ^ pattern;
+    let (words, rest) = v.as_chunks::<8>();
+    for w in words {
+        let x = u64::from_le_bytes(*w) ^ pattern;
         if x.wrapping_sub(LO) & !x & HI != 0 {
             return true;
         }
     }
-    words.remainder().contains(&needle)
+    rest.contains(&needle)
 }
 
 fn now_secs(host: &dyn Host) -> i64 {
@@ -428,6 +430,7 @@ impl Stage for Authn {
             providers,
             rules,
             bypass_cors: config.bypass_cors_preflight,
+            publish_state: config.identity_filter_state,
             realm: config.realm,
             cache_slots: config.cache.max_entries,
             config_fp,
@@ -1379,7 +1382,7 @@ impl Authn {
                     }),
                     ..Facts::default()
                 };
-                if !facts.publish_identity(cx.host()) {
+                if self.publish_state && !facts.publish_identity(cx.host()) {
                     log::debug!("authn: the proxy refused the identity filter state");
                 }
                 if cx.facts_wanted() {

@@ -109,6 +109,38 @@ fn cache_hit_skips_signature_and_respects_exp() {
     assert_eq!(d.proxy.counter("meshguard_authn_denied.expired"), 1);
 }
 
+/// The identity reaches filter state for modules in other VMs (the
+/// accesslog) unless `identity_filter_state` is false; the identity header
+/// is set either way.
+#[test]
+fn identity_filter_state_is_written_unless_turned_off() {
+    let key = vec!["meshguard.identity".to_string()];
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
+    for (flag, want) in [(None, true), (Some(true), true), (Some(false), false)] {
+        let mut config: serde_json::Value = serde_json::from_str(&cases::config()).unwrap();
+        if let Some(f) = flag {
+            config["identity_filter_state"] = serde_json::Value::Bool(f);
+        }
+        let mut d = driver(&config.to_string());
+        // Twice: the second request is a cache hit, the path that matters.
+        for _ in 0..2 {
+            d.proxy.properties.clear();
+            let (up, _) = exchange(&mut d, &req);
+            let up = up.expect("allowed");
+            assert!(up.iter().any(|(k, v)| k == "x-user-id" && v == "alice"));
+            let state = d.proxy.properties.get(&key).cloned();
+            assert_eq!(state.is_some(), want, "identity_filter_state {flag:?}");
+            if let Some(state) = state {
+                let pairs = meshguard_common::contract::decode_state_pairs(&state).unwrap();
+                assert!(
+                    pairs.iter().any(|(k, v)| k == "subject" && v == "alice"),
+                    "{pairs:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn cache_stays_bounded() {
     let cfg = cases::config().replace("\"rules\"", "\"cache\":{\"max_entries\":8},\"rules\"");
