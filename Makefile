@@ -33,8 +33,10 @@ wasm-target:
 # Each filter is a library (filters/<f>, package meshguard-<f>) and a
 # one-line cdylib (filters/<f>/wasm, package meshguard-<f>-wasm).
 # Filters build with the `wasm` profile unless PROFILE_<filter> names
-# another (authn: `wasm-small`, for its size budget; see Cargo.toml).
+# another (authn: `wasm-small`, accesslog: `wasm-z`, for their size
+# budgets; see Cargo.toml).
 PROFILE_authn := wasm-small
+PROFILE_accesslog := wasm-z
 profile_of = $(or $(PROFILE_$(1)),$(WASM_PROFILE))
 PROFILES = $(sort $(foreach f,$(FILTERS),$(call profile_of,$(f))))
 

@@ -338,7 +338,7 @@ impl AccessLogConfig {
         if !(0.0..=1.0).contains(&rate) {
             return Err(s
                 .field("success_rate")
-                .err(format!("{rate} is not a share; expected 0.0 to 1.0")));
+                .err("not a share; expected 0.0 to 1.0".to_string()));
         }
         for (i, p) in self.sampling.exclude_paths.iter().enumerate() {
             if !p.starts_with('/') {

@@ -34,6 +34,7 @@ const FIXTURES: &[(&str, &str)] = &[
 fn profile(package: &str) -> &'static str {
     match package {
         "meshguard-authn-wasm" => "wasm-small",
+        "meshguard-accesslog-wasm" => "wasm-z",
         _ => "wasm",
     }
 }
