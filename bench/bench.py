@@ -322,7 +322,7 @@ def envoy_config(variant, port, admin):
                     "access_log": variant.get("access_log", lambda: [])(),
                 },
             }]}],
-        }]},
+        }], "clusters": variant.get("clusters", [])},
     }
 
 
@@ -744,6 +744,12 @@ def main():
     print()
     print(envoy_table)
 
+    shipping = None
+    if args.filter in ("", "accesslog") and os.path.exists(repo_path("dist/accesslog.wasm")):
+        step("accesslog shipping: records per second and loss under a bounded overload")
+        shipping = shipping_bench(envoy_prefix, wrk_prefix)
+        print(shipping)
+
     harness = fuel = None
     if not args.no_harness:
         step("wasm-test-harness: wall time per request cycle (release build)")
@@ -759,7 +765,7 @@ def main():
     with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
-        f.write(envoy_table + "\n" + (harness or "") + "\n" + (fuel or ""))
+        f.write(envoy_table + "\n" + (shipping or "") + "\n" + (harness or "") + "\n" + (fuel or ""))
     print(f"wrote {os.path.relpath(OUT_DIR, ROOT)}/results.md and results.json")
 
     if documented is not None:
@@ -777,6 +783,108 @@ def main():
             json.dump({"meta": meta, "summary": summary}, f, indent=1)
             f.write("\n")
         print("updated BENCHMARKS.md and bench/results.json")
+
+
+# accesslog shipping: records per second delivered to a collector, and
+# what happens to records under a bounded overload (every record must be
+# either delivered or counted in meshguard_accesslog_dropped).
+SHIP_SCENARIOS = [
+    # (name, wrk connections, seconds, ship overrides)
+    ("moderate load: 1 connection, default buffer", 1, 5, {}),
+    ("overload: 16 connections, 256 KiB buffer, 1 batch in flight", 16, 5,
+     {"buffer_max_bytes": 262144, "batch_max_bytes": 65536, "max_in_flight": 1}),
+]
+
+
+def collector_cluster(port):
+    return {"name": "collector", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "collector", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+def http_json(url, timeout=2):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def accesslog_stats(envoy):
+    text = envoy.admin_get("/stats?filter=meshguard_accesslog_")
+    return {k: int(v) for k, v in re.findall(r"meshguard_accesslog_(\w+): (\d+)", text)}
+
+
+def shipping_bench(envoy_prefix, wrk_prefix):
+    """Envoy (1 worker) with the accesslog shipping OTLP to demo/collector.py
+    (a counting receiver, Python): for each scenario, requests served,
+    records the collector received, records the filter counted as dropped,
+    and the rest (must be 0)."""
+    port = free_port()
+    log = open(os.path.join(OUT_DIR, "collector.log"), "w")
+    col = subprocess.Popen([sys.executable, repo_path("demo/collector.py"), "--port", str(port)],
+                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           start_new_session=True)
+    rows = []
+    try:
+        deadline = time.time() + 15
+        while True:
+            try:
+                http_json(f"http://127.0.0.1:{port}/stats")
+                break
+            except OSError:
+                if time.time() > deadline or col.poll() is not None:
+                    raise SystemExit("demo/collector.py did not start; see target/bench/collector.log")
+                time.sleep(0.1)
+        for name, conns, secs, ship in SHIP_SCENARIOS:
+            cfg = dict(AL_CONFIG)
+            cfg["log_line"] = {"enabled": False}
+            cfg["ship"] = {"cluster": "collector", "format": "otlp", "flush_interval_ms": 200, **ship}
+            variant = {"name": "accesslog shipping " + name,
+                       "filters": lambda cfg=cfg: [wasm_filter("accesslog", repo_path("dist/accesslog.wasm"), cfg)],
+                       "clusters": [collector_cluster(port)]}
+            envoy = Envoy(variant, OUT_DIR, envoy_prefix)
+            try:
+                before = http_json(f"http://127.0.0.1:{port}/stats")["records"]
+                served0 = envoy.requests_served()
+                t0 = time.time()
+                r = wrk(wrk_prefix, envoy, conns, secs)
+                served = envoy.requests_served() - served0
+                # Drain: wait until every record is delivered or counted as
+                # dropped (bounded: 60 s).
+                drain_deadline = time.time() + 60
+                while True:
+                    got = http_json(f"http://127.0.0.1:{port}/stats")["records"] - before
+                    st = accesslog_stats(envoy)
+                    dropped = st.get("dropped", 0)
+                    if got + dropped >= served or time.time() > drain_deadline:
+                        break
+                    time.sleep(0.2)
+                elapsed = time.time() - t0
+                rows.append({"scenario": name, "served": served, "rps": r["rps"], "received": got,
+                             "dropped": dropped, "unaccounted": served - got - dropped,
+                             "shipped_counter": st.get("shipped", 0),
+                             "records_per_s": got / elapsed, "drain_s": elapsed - secs})
+                print(f"shipping: {name}: {served} served, {got} received, {dropped} dropped, "
+                      f"{served - got - dropped} unaccounted, {got / elapsed:.0f} records/s", flush=True)
+            finally:
+                envoy.stop()
+    finally:
+        if col.poll() is None:
+            col.send_signal(signal.SIGTERM)
+            try:
+                col.wait(10)
+            except subprocess.TimeoutExpired:
+                col.kill()
+        log.close()
+    out = [f"Command: `make bench FILTER=accesslog` (`bench/bench.py --filter accesslog`), "
+           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; Envoy 1 worker, wrk 1 thread, "
+           "OTLP/HTTP JSON to demo/collector.py on 127.0.0.1 (Python, parses every record), "
+           "flush every 200 ms, log line off. records/s: received ÷ (load + drain time).",
+           "",
+           "| scenario | requests served | req/s | records received | dropped (counted) | unaccounted | records/s delivered | drain after load (s) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in rows:
+        out.append(f"| {x['scenario']} | {x['served']} | {x['rps']:.0f} | {x['received']} | {x['dropped']} | "
+                   f"{x['unaccounted']} | {x['records_per_s']:.0f} | {x['drain_s']:.1f} |")
+    return "\n".join(out) + "\n"
 
 
 def harness_bench():
