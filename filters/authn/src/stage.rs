@@ -22,7 +22,6 @@ use crate::jwt::{self, Invalid, TimeRules};
 use crate::keys::{self, KeySet};
 
 const HASH_KEY: &str = "meshguard.authn.hashkey";
-/// Entries in each worker's local cache in front of shared data.
 /// Slots the timer checks for expired entries per tick.
 const SWEEP_PER_TICK: u32 = 256;
 
