@@ -176,6 +176,10 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted: bounds the cost of one verify (it grows with the cube
 /// of the size) for keys from a remote JWKS.
 pub const MAX_RSA_BITS: usize = 8192;
+/// Largest RSA public exponent accepted, in bits: a verify costs one squaring per
+/// exponent bit, so a huge `e` in a (remote) JWKS would make every verify slow.
+/// JWKS use 65537 (17 bits); 64 bits leaves room for any real key.
+pub const MAX_RSA_EXPONENT_BITS: usize = 64;
 
 /// A public key (or HMAC secret) ready to verify JWS signatures; everything that
 /// depends only on the key is computed once here.
@@ -240,8 +244,9 @@ fn bit_len(b: &[u8]) -> usize {
 
 impl VerifyingKey {
     /// n, e big-endian unsigned (as in JWK after base64url decoding). Refuses n < 2048
-    /// bits, even n, e < 3 or even e, e longer than n (in fact any e ≥ n), and n over
-    /// [`MAX_RSA_BITS`]. Leading zero bytes are ignored.
+    /// bits, even n, e < 3 or even e, e longer than n (in fact any e ≥ n), e over
+    /// [`MAX_RSA_EXPONENT_BITS`], and n over [`MAX_RSA_BITS`]. Leading zero bytes are
+    /// ignored.
     pub fn rsa(n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
         let n = strip_leading_zeros(n);
         let e = strip_leading_zeros(e);
@@ -256,7 +261,12 @@ impl VerifyingKey {
             return Err(KeyError::BadRsa);
         };
         let e_bits = bit_len(e);
-        if n_low & 1 == 0 || e_low & 1 == 0 || e_bits < 2 || e_bits > bits {
+        if n_low & 1 == 0
+            || e_low & 1 == 0
+            || e_bits < 2
+            || e_bits > bits
+            || e_bits > MAX_RSA_EXPONENT_BITS
+        {
             return Err(KeyError::BadRsa);
         }
         // e < n: compare as big-endian magnitudes (no leading zeros left).

@@ -440,6 +440,12 @@ fn rsa_key_checks() {
     let mut e = vec![1];
     e.extend_from_slice(&n);
     assert_eq!(VerifyingKey::rsa(&n, &e).unwrap_err(), KeyError::BadRsa);
+    // e over 64 bits (valid, but every verify would pay a squaring per bit).
+    let mut e = vec![0u8; 9];
+    e[0] = 1;
+    e[8] = 1;
+    assert_eq!(VerifyingKey::rsa(&n, &e).unwrap_err(), KeyError::BadRsa);
+    assert!(VerifyingKey::rsa(&n, &[0xff; 8]).is_ok());
     // Over the size cap.
     assert_eq!(
         VerifyingKey::rsa(&random_odd(&mut r, 8193), &[1, 0, 1]).unwrap_err(),
