@@ -194,6 +194,7 @@ fn key_count_stays_flat_under_50k_clients_in_wasm() {
     let h = Harness::new();
     let mut vm = vm(&h, config);
     let mut counts = Vec::new();
+    let mut admitted = 0u64;
     for i in 0..50_000u32 {
         let xff = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
         let (status, _, _) = send(
@@ -202,6 +203,9 @@ fn key_count_stays_flat_under_50k_clients_in_wasm() {
             "127.0.0.1:9",
         );
         assert!(status == 200 || status == 429, "{status}");
+        if status == 200 {
+            admitted += 1;
+        }
         if i % 10_000 == 9_999 {
             counts.push(h.shared_data_keys(VM_ID).len());
             let live = gauge(&h, "meshguard_ratelimit_buckets");
@@ -210,12 +214,20 @@ fn key_count_stays_flat_under_50k_clients_in_wasm() {
         }
     }
     println!("shared-data keys after each 10 000 clients: {counts:?}");
-    assert_eq!(counts, vec![2000; 5]);
+    // The first 10 000 clients leave a few of the 2 000 slots untouched
+    // (2 000 × e^-5 ≈ 13); from then on the count is flat at the bound.
+    assert!(counts.iter().all(|c| *c <= 2000), "{counts:?}");
+    assert_eq!(counts[1..], [2000; 4], "{counts:?}");
     assert!(h.counter("meshguard_ratelimit_evictions") > 40_000);
-    assert!(h.counter("meshguard_ratelimit_allowed.ip") > 40_000);
+    // 2 000 buckets of 10 refilling 10/s over the 0.5 s the clock moved:
+    // at most 30 000 (colliding keys inherit their slot's tokens).
+    println!("admitted {admitted} of 50 000");
+    assert!(admitted <= 2000 * 10 + 2000 * 5, "admitted {admitted}");
+    assert!(admitted > 15_000, "admitted {admitted}");
     // Idle: after a second every bucket is full again, and two more ticks
     // (1 024 slots each) empty all 2 000.
     vm.advance_clock(Duration::from_secs(3)).unwrap();
+    assert_eq!(h.counter("meshguard_ratelimit_allowed.ip"), admitted);
     assert_eq!(gauge(&h, "meshguard_ratelimit_buckets"), 0);
     assert_eq!(h.shared_data_keys(VM_ID).len(), 2000);
     assert!(vm.failure().is_none());

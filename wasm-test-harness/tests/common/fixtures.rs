@@ -27,13 +27,14 @@ const FIXTURES: &[(&str, &str)] = &[
     ("meshguard-ab-routing-wasm", "filters"),
     ("meshguard-authn-wasm", "filters"),
     ("meshguard-accesslog-wasm", "filters"),
+    ("meshguard-ratelimit-wasm", "filters"),
 ];
 
 /// The cargo profile a fixture builds with (the Makefile's `PROFILE_<f>`):
 /// tests run the module exactly as shipped.
 fn profile(package: &str) -> &'static str {
     match package {
-        "meshguard-authn-wasm" => "wasm-small",
+        "meshguard-authn-wasm" | "meshguard-ratelimit-wasm" => "wasm-small",
         _ => "wasm",
     }
 }
