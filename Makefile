@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-FILTERS      := authn ab-routing accesslog
+FILTERS      := authn ab-routing ratelimit accesslog
 # Test-only wasm modules (not shipped): built into target/fixtures/.
 FIXTURES     := harness-probe noop-filter meshguard-chain-fixture
 WASM_TARGET  := wasm32-wasip1
@@ -35,6 +35,8 @@ wasm-target:
 # Filters build with the `wasm` profile unless PROFILE_<filter> names
 # another (authn: `wasm-small`, for its size budget; see Cargo.toml).
 PROFILE_authn := wasm-small
+# ratelimit: its 200 KB budget.
+PROFILE_ratelimit := wasm-small
 profile_of = $(or $(PROFILE_$(1)),$(WASM_PROFILE))
 PROFILES = $(sort $(foreach f,$(FILTERS),$(call profile_of,$(f))))
 
