@@ -227,9 +227,8 @@ fn local_chain_limits_the_demo_path_and_logs_the_decision() {
         let r = envoy.get("/limited", &[("x-tenant", &format!("rl-{i}"))]);
         statuses.push(r.status);
     }
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!(ok >= 1 && ok <= 5, "{statuses:?}");
-    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Anonymous: the demo-ip rule, 5 a minute for this client.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     // Other paths are untouched by the demo rule.
     for _ in 0..10 {
         assert_eq!(envoy.get("/checkout", &[]).status, 200);
