@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-FILTERS      := authn ab-routing accesslog
+FILTERS      := authn ab-routing ratelimit accesslog
 # Test-only wasm modules (not shipped): built into target/fixtures/.
 FIXTURES     := harness-probe noop-filter meshguard-chain-fixture
 WASM_TARGET  := wasm32-wasip1
@@ -33,10 +33,11 @@ wasm-target:
 # Each filter is a library (filters/<f>, package meshguard-<f>) and a
 # one-line cdylib (filters/<f>/wasm, package meshguard-<f>-wasm).
 # Filters build with the `wasm` profile unless PROFILE_<filter> names
-# another (authn: `wasm-small`, accesslog: `wasm-z`, for their size
-# budgets; see Cargo.toml).
+# another (authn: `wasm-small`, accesslog and ratelimit: `wasm-z`, for
+# their size budgets; see Cargo.toml).
 PROFILE_authn := wasm-small
 PROFILE_accesslog := wasm-z
+PROFILE_ratelimit := wasm-z
 profile_of = $(or $(PROFILE_$(1)),$(WASM_PROFILE))
 PROFILES = $(sort $(foreach f,$(FILTERS),$(call profile_of,$(f))))
 

@@ -232,6 +232,26 @@ def native_jwt_authn(cache):
     }]
 
 
+def rl_config(per_second):
+    """One rule, keyed on the identity header, `per_second` with that burst."""
+    return {"rules": [{"name": "bench", "key": ["header"],
+                       "limit": {"requests": per_second, "per": "second", "burst": per_second}}]}
+
+
+def native_local_ratelimit(per_second):
+    """Envoy's local_ratelimit with the same bucket (one key in the bench)."""
+    return [{
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "rl",
+            "token_bucket": {"max_tokens": per_second, "tokens_per_fill": per_second, "fill_interval": "1s"},
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        },
+    }]
+
+
 def repo_path(rel):
     return os.path.join(ROOT, rel)
 
@@ -275,6 +295,19 @@ VARIANTS = [
     {"name": "meshguard authn junk tokens (wasm)", "group": "authn", "headers": bearer("junk"),
      "non_2xx": True, "needs": {"dist/authn.wasm": "make build"},
      "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config())]},
+    # ratelimit against Envoy's native local_ratelimit with the same limit
+    # on the bench's one key (x-user-id: user-42): a high limit nothing
+    # reaches, and a low one (1/s) that answers almost every request 429.
+    {"name": "native local_ratelimit (high limit)", "group": "ratelimit",
+     "filters": lambda: native_local_ratelimit(1_000_000)},
+    {"name": "meshguard ratelimit high limit (wasm)", "group": "ratelimit",
+     "needs": {"dist/ratelimit.wasm": "make build"},
+     "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config(1_000_000))]},
+    {"name": "native local_ratelimit (low limit)", "group": "ratelimit", "non_2xx": "mixed",
+     "filters": lambda: native_local_ratelimit(1)},
+    {"name": "meshguard ratelimit low limit (wasm)", "group": "ratelimit", "non_2xx": "mixed",
+     "needs": {"dist/ratelimit.wasm": "make build"},
+     "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config(1))]},
     {"name": "native JSON access log (file)", "group": "accesslog",
      "filters": lambda: [], "access_log": native_json_access_log},
     {"name": "meshguard accesslog (wasm, log line)", "group": "accesslog",
@@ -420,7 +453,10 @@ def wrk(prefix, envoy, conns, duration):
     total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors", out)
-    if envoy.non_2xx:
+    if envoy.non_2xx == "mixed":
+        # A low rate limit: a few answers pass, the rest are 429s.
+        errors = errors or not non2xx
+    elif envoy.non_2xx:
         # Every answer must be the local reply, none the upstream's.
         errors = errors or not non2xx or (total and int(non2xx.group(1)) != int(total.group(1)))
     else:

@@ -106,6 +106,8 @@ $curl_note  # authn: the API needs a token (401 without one); a demo token for b
   curl -s -H "authorization: Bearer \$TOKEN" -H 'x-ab-force: control' -H 'x-ab-force-secret: letmein' http://127.0.0.1:$LISTEN_PORT/checkout
   # the search experiment only runs for shop.example.com and *.example.org hosts
   curl -s -H 'host: shop.example.com' -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/search
+  # ratelimit: /limited allows 5 requests a minute per user (anonymous: per IP), then 429
+  for i in \$(seq 7); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:$LISTEN_PORT/limited; done; echo
   # metrics
   curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep meshguard_
 

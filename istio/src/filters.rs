@@ -42,8 +42,7 @@ fn filter<S: Stage>(phase: &'static str, priority: i32) -> Filter {
 
 /// Every shipped filter, with its place in Istio's HTTP filter chain
 /// (AUTHN plugins -> jwt_authn -> AUTHZ plugins -> RBAC -> STATS plugins ->
-/// router; higher priority first within a phase). Planned:
-/// `filter::<meshguard_ratelimit::RateLimit>("AUTHZ", 0)`.
+/// router; higher priority first within a phase).
 pub fn all() -> Vec<Filter> {
     vec![
         filter::<meshguard_authn::Authn>("AUTHN", 0),
@@ -56,6 +55,8 @@ pub fn all() -> Vec<Filter> {
             takes_experiments: true,
             ..filter::<meshguard_ab_routing::AbRouting>("AUTHZ", 10)
         },
+        // After authn and ab-routing: it may key on the verified identity.
+        filter::<meshguard_ratelimit::RateLimit>("AUTHZ", 0),
         filter::<meshguard_accesslog::AccessLog>("STATS", 0),
     ]
 }

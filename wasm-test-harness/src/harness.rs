@@ -162,6 +162,12 @@ impl Harness {
         lock(&self.process).shared_data.get(vm_id, key)
     }
 
+    /// Every shared-data key of `vm_id`, sorted: what a filter keeps there
+    /// (proxy-wasm cannot delete keys, so this shows whether it is bounded).
+    pub fn shared_data_keys(&self, vm_id: &str) -> Vec<String> {
+        lock(&self.process).shared_data.keys(vm_id)
+    }
+
     /// Writes shared data as a host would (unconditionally, new CAS).
     pub fn set_shared_data(&self, vm_id: &str, key: &str, value: &[u8]) {
         // CAS 0 never mismatches.

@@ -26,6 +26,15 @@ impl SharedData {
         self.by_vm.get(vm_id).and_then(|m| m.get(key)).cloned()
     }
 
+    /// Every key of `vm_id`, sorted (shared data cannot delete keys: the
+    /// count only grows).
+    pub fn keys(&self, vm_id: &str) -> Vec<String> {
+        self.by_vm
+            .get(vm_id)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// `cas` 0 writes unconditionally. A missing key is created whatever
     /// the CAS (cpp-host does the same).
     pub fn set(&mut self, vm_id: &str, key: &str, value: Vec<u8>, cas: u32) -> Result<(), Status> {
@@ -82,6 +91,8 @@ mod tests {
         d.set("a", "k", b"a".to_vec(), 77).unwrap();
         assert_eq!(d.get("b", "k"), None);
         assert_eq!(d.get("a", "k").unwrap().0, b"a");
+        assert_eq!(d.keys("a"), vec!["k".to_string()]);
+        assert!(d.keys("b").is_empty());
     }
 
     #[test]

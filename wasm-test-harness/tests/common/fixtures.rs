@@ -27,6 +27,7 @@ const FIXTURES: &[(&str, &str)] = &[
     ("meshguard-ab-routing-wasm", "filters"),
     ("meshguard-authn-wasm", "filters"),
     ("meshguard-accesslog-wasm", "filters"),
+    ("meshguard-ratelimit-wasm", "filters"),
 ];
 
 /// The cargo profile a fixture builds with (the Makefile's `PROFILE_<f>`):
@@ -34,7 +35,7 @@ const FIXTURES: &[(&str, &str)] = &[
 fn profile(package: &str) -> &'static str {
     match package {
         "meshguard-authn-wasm" => "wasm-small",
-        "meshguard-accesslog-wasm" => "wasm-z",
+        "meshguard-accesslog-wasm" | "meshguard-ratelimit-wasm" => "wasm-z",
         _ => "wasm",
     }
 }

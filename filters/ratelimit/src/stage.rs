@@ -1,0 +1,625 @@
+//! ratelimit as a meshguard stage: rules pick the requests, keys pick the
+//! bucket, buckets in shared data decide (compare-and-swap, so every
+//! worker spends the same tokens), and the decision becomes a 429, response
+//! headers, metrics and the `meshguard.ratelimit` filter state.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use meshguard_common::config::{ConfigError, JsonPath};
+use meshguard_common::headers::{host_without_port, path_only};
+use meshguard_common::metrics::name;
+use meshguard_stage::{
+    Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Request,
+    Response, RootCx, SharedWrite, Stage, Step,
+};
+
+use crate::bucket::{self, Bucket, Limit, Taken};
+use crate::client_ip;
+use crate::config::{
+    Apply, ClientIpConfig, KeyPart, MatchConfig, OnError, PathMatch, RateLimitConfig,
+    ResponseHeadersConfig, WhenKeyMissing,
+};
+
+/// Compare-and-swap attempts before a request counts as an error. Each
+/// retry means another worker updated the same bucket in between; with a
+/// handful of workers a few suffice.
+const CAS_TRIES: u32 = 32;
+/// Slots the timer looks at per tick, at least (every worker sweeps).
+const SWEEP_MIN: u64 = 1024;
+/// A full pass over every slot takes at most this many ticks.
+const SWEEP_PASS_TICKS: u64 = 30;
+
+struct Matcher {
+    /// (lowercase pattern, is `*.suffix` with the `*` dropped)
+    hosts: Vec<(String, bool)>,
+    paths: Vec<PathMatch>,
+    methods: Vec<String>,
+    /// (lowercase name, exact value, must be present)
+    headers: Vec<(String, Option<String>, bool)>,
+}
+
+impl Matcher {
+    fn new(m: &MatchConfig) -> Self {
+        Self {
+            hosts: m
+                .hosts
+                .iter()
+                .map(|h| match h.strip_prefix('*') {
+                    Some(suffix) => (suffix.to_ascii_lowercase(), true),
+                    None => (h.to_ascii_lowercase(), false),
+                })
+                .collect(),
+            paths: m.paths.clone(),
+            methods: m.methods.clone(),
+            headers: m
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        h.exact.clone(),
+                        h.present.unwrap_or(true),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn matches(&self, rq: &Request<'_>) -> bool {
+        if !self.hosts.is_empty() {
+            let host = rq.header(":authority").map(host_without_port);
+            let ok = host.is_some_and(|h| {
+                self.hosts.iter().any(|(pat, wildcard)| {
+                    let pat = pat.as_bytes();
+                    if *wildcard {
+                        h.len() > pat.len()
+                            && h.get(h.len() - pat.len()..)
+                                .is_some_and(|tail| tail.eq_ignore_ascii_case(pat))
+                    } else {
+                        h.eq_ignore_ascii_case(pat)
+                    }
+                })
+            });
+            if !ok {
+                return false;
+            }
+        }
+        if !self.paths.is_empty() {
+            let path = rq.header(":path").map(path_only);
+            let ok = path.is_some_and(|p| {
+                self.paths.iter().any(|m| match m {
+                    PathMatch::Exact(e) => p == e.as_bytes(),
+                    PathMatch::Prefix(pre) => p.starts_with(pre.as_bytes()),
+                })
+            });
+            if !ok {
+                return false;
+            }
+        }
+        if !self.methods.is_empty() {
+            let method = rq.header(":method");
+            if !method.is_some_and(|m| self.methods.iter().any(|x| x.as_bytes() == m)) {
+                return false;
+            }
+        }
+        self.headers.iter().all(|(name, exact, present)| {
+            let v = rq.header(name);
+            match (exact, present) {
+                (Some(want), _) => v == Some(want.as_bytes()),
+                (None, true) => v.is_some(),
+                (None, false) => v.is_none(),
+            }
+        })
+    }
+}
+
+struct RuleMetrics {
+    allowed: MetricId,
+    limited: MetricId,
+    shadow_limited: MetricId,
+    key_missing: MetricId,
+}
+
+struct Rule {
+    name: Rc<str>,
+    matcher: Option<Matcher>,
+    key: Vec<KeyPart>,
+    limit: Limit,
+    fingerprint: u64,
+    shadow: bool,
+    missing: WhenKeyMissing,
+    slots: u32,
+    /// `X-RateLimit-Limit`: `<burst>, <requests>;w=<seconds>`.
+    limit_header: Rc<str>,
+    /// `RateLimit-Policy`: `"<name>";q=<requests>;w=<seconds>`.
+    policy_header: Rc<str>,
+    m: RuleMetrics,
+}
+
+struct Metrics {
+    buckets: MetricId,
+    evictions: MetricId,
+    errors: MetricId,
+}
+
+/// Per-worker state: counters batched until the next tick (the hot path
+/// makes no metric host call), and the sweep's position.
+#[derive(Default)]
+struct Vm {
+    /// Per rule: allowed, limited, shadow-limited since the last tick.
+    counts: Vec<[i64; 3]>,
+    sweep_next: u64,
+}
+
+/// The ratelimit stage.
+pub struct RateLimit {
+    rules: Vec<Rule>,
+    apply: Apply,
+    client_ip: ClientIpConfig,
+    headers: ResponseHeadersConfig,
+    publish: bool,
+    on_error: OnError,
+    /// Slots over every rule, for the sweep.
+    total_slots: u64,
+    m: Metrics,
+    vm: RefCell<Vm>,
+}
+
+/// What one rule said about a request, for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    rule: usize,
+    remaining: u64,
+    reset_s: u64,
+}
+
+/// Per request: the headers to add to an allowed response.
+#[derive(Default)]
+pub struct PerRequest {
+    shown: Option<Shown>,
+}
+
+fn now_ns(host: &dyn Host) -> u64 {
+    host.now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How a bucket lookup ended.
+enum Outcome {
+    Taken(Taken),
+    Error,
+}
+
+impl Stage for RateLimit {
+    const NAME: &'static str = "ratelimit";
+    const CONFIG_KEY: &'static str = "ratelimit";
+    type Config = RateLimitConfig;
+    type PerRequest = PerRequest;
+
+    fn build(
+        config: RateLimitConfig,
+        at: &JsonPath,
+        reg: &mut dyn MetricsRegistry,
+    ) -> Result<Self, ConfigError> {
+        config.validate_at(at)?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        let mut total_slots = 0u64;
+        for r in &config.rules {
+            let per = r.limit.per.seconds();
+            let burst = r.limit.burst.unwrap_or(r.limit.requests);
+            let limit = Limit::new(r.limit.requests, per, burst);
+            let slots = if r.key.is_empty() { 1 } else { config.max_keys };
+            total_slots += u64::from(slots);
+            let n = r.name.as_str();
+            rules.push(Rule {
+                name: Rc::from(n),
+                matcher: r.match_.as_ref().map(Matcher::new),
+                key: r
+                    .key
+                    .iter()
+                    .map(|k| match k {
+                        KeyPart::Header(h) => KeyPart::Header(h.to_ascii_lowercase()),
+                        other => other.clone(),
+                    })
+                    .collect(),
+                fingerprint: bucket::fingerprint(n, &limit),
+                limit,
+                shadow: r.shadow,
+                missing: r.when_key_missing.clone(),
+                slots,
+                limit_header: Rc::from(format!("{burst}, {};w={per}", r.limit.requests)),
+                policy_header: Rc::from(format!("\"{n}\";q={};w={per}", r.limit.requests)),
+                m: RuleMetrics {
+                    allowed: reg.counter(&name("meshguard_ratelimit_allowed", &[n])),
+                    limited: reg.counter(&name("meshguard_ratelimit_limited", &[n])),
+                    shadow_limited: reg.counter(&name("meshguard_ratelimit_shadow_limited", &[n])),
+                    key_missing: reg.counter(&name("meshguard_ratelimit_key_missing", &[n])),
+                },
+            });
+        }
+        let m = Metrics {
+            buckets: reg.gauge("meshguard_ratelimit_buckets"),
+            evictions: reg.counter("meshguard_ratelimit_evictions"),
+            errors: reg.counter("meshguard_ratelimit_errors"),
+        };
+        log::info!("ratelimit: configured {} rule(s)", rules.len());
+        Ok(Self {
+            vm: RefCell::new(Vm {
+                counts: vec![[0; 3]; rules.len()],
+                sweep_next: 0,
+            }),
+            rules,
+            apply: config.apply,
+            client_ip: config.client_ip,
+            headers: config.response_headers,
+            publish: config.decision_filter_state,
+            on_error: config.on_error,
+            total_slots,
+            m,
+        })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            // Batched counters, idle-bucket sweep, shadow summaries.
+            tick: Some(Duration::from_secs(1)),
+            ..Needs::default()
+        }
+    }
+
+    fn when_headers_unreadable(&self) -> Step {
+        match self.on_error {
+            OnError::Allow => Step::Continue,
+            OnError::Deny => Step::Respond(self.unavailable()),
+        }
+    }
+
+    fn on_request_headers(
+        &self,
+        rq: &mut Request<'_>,
+        st: &mut PerRequest,
+        cx: &mut Cx<'_>,
+    ) -> Step {
+        let now = now_ns(cx.host());
+        // The client IP costs a host call: read it once, when a rule needs it.
+        let mut ip: Option<Option<String>> = None;
+        let mut verdict: Option<RateLimitVerdict> = None;
+        let mut reply: Option<LocalReply> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.matcher.as_ref().is_some_and(|m| !m.matches(rq)) {
+                continue;
+            }
+            let Some(key) = self.key_for(rule, rq, cx, &mut ip) else {
+                cx.count(rule.m.key_missing);
+                continue;
+            };
+            let taken = match self.take(i, rule, &key, now, cx) {
+                Outcome::Taken(t) => t,
+                Outcome::Error => {
+                    cx.count(self.m.errors);
+                    if self.on_error == OnError::Deny {
+                        return Step::Respond(self.unavailable());
+                    }
+                    if self.apply == Apply::First {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let shown = Shown {
+                rule: i,
+                remaining: taken.remaining,
+                reset_s: taken.reset_s,
+            };
+            if taken.allowed {
+                self.batch(i, 0);
+                verdict.get_or_insert(RateLimitVerdict::Allowed);
+                // The headers show the rule closest to its limit.
+                if st.shown.is_none_or(|s| shown.remaining < s.remaining) {
+                    st.shown = Some(shown);
+                }
+            } else if rule.shadow {
+                self.batch(i, 2);
+                log::debug!(
+                    "ratelimit: shadow rule `{}` would limit this request",
+                    rule.name
+                );
+                verdict = Some(RateLimitVerdict::ShadowLimited);
+            } else {
+                self.batch(i, 1);
+                verdict = Some(RateLimitVerdict::Limited);
+                reply = Some(self.too_many(rule, &shown));
+                break;
+            }
+            if self.apply == Apply::First {
+                break;
+            }
+        }
+        if let Some(v) = verdict {
+            cx.facts.rate_limit = Some(v);
+            if self.publish {
+                let published = Facts {
+                    rate_limit: Some(v),
+                    ..Facts::default()
+                }
+                .publish_rate_limit(cx.host());
+                if !published {
+                    log::debug!(
+                        "ratelimit: the proxy refused to store the decision in filter state"
+                    );
+                }
+            }
+        }
+        match reply {
+            Some(r) => Step::Respond(r),
+            None => Step::Continue,
+        }
+    }
+
+    fn on_response_headers(&self, rs: &mut Response<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) {
+        if !self.headers.on_allowed || cx.answered_locally() {
+            return;
+        }
+        let Some(shown) = st.shown.take() else {
+            return;
+        };
+        let Some(rule) = self.rules.get(shown.rule) else {
+            return;
+        };
+        for (k, v) in self.rate_headers(rule, &shown) {
+            rs.set(k, v);
+        }
+    }
+
+    fn on_tick(&self, cx: &mut RootCx<'_>) {
+        let counts = match self.vm.try_borrow_mut() {
+            Ok(mut vm) => std::mem::replace(&mut vm.counts, vec![[0; 3]; self.rules.len()]),
+            Err(_) => Vec::new(),
+        };
+        for (rule, c) in self.rules.iter().zip(counts.iter()) {
+            let [allowed, limited, shadow] = *c;
+            if allowed > 0 {
+                cx.add(rule.m.allowed, allowed);
+            }
+            if limited > 0 {
+                cx.add(rule.m.limited, limited);
+            }
+            if shadow > 0 {
+                cx.add(rule.m.shadow_limited, shadow);
+                log::info!(
+                    "ratelimit: shadow rule `{}` would have limited {shadow} request(s) since the last tick",
+                    rule.name
+                );
+            }
+        }
+        self.sweep(cx);
+    }
+}
+
+impl RateLimit {
+    fn batch(&self, rule: usize, what: usize) {
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            if let Some(c) = vm.counts.get_mut(rule).and_then(|c| c.get_mut(what)) {
+                *c += 1;
+            }
+        }
+    }
+
+    /// The rule's bucket key (stored form), or `None` to skip the rule.
+    fn key_for(
+        &self,
+        rule: &Rule,
+        rq: &Request<'_>,
+        cx: &mut Cx<'_>,
+        ip: &mut Option<Option<String>>,
+    ) -> Option<Vec<u8>> {
+        let mut raw = Vec::with_capacity(64);
+        for part in &rule.key {
+            let value: Option<Vec<u8>> = match part {
+                KeyPart::ClientIp => ip
+                    .get_or_insert_with(|| self.client_ip(rq, cx.host()))
+                    .as_ref()
+                    .map(|s| s.as_bytes().to_vec()),
+                KeyPart::Path => rq.header(":path").map(|p| path_only(p).to_vec()),
+                KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
+            };
+            let value = match (value, &rule.missing) {
+                (Some(v), _) => v,
+                (None, WhenKeyMissing::Fallback(f)) => f.as_bytes().to_vec(),
+                (None, WhenKeyMissing::Skip) => return None,
+            };
+            // Length-prefixed: ("a,b", "c") and ("a", "b,c") never meet.
+            raw.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            raw.extend_from_slice(&value);
+        }
+        Some(bucket::stored_key(raw))
+    }
+
+    fn client_ip(&self, rq: &Request<'_>, host: &dyn Host) -> Option<String> {
+        let hops = self.client_ip.trusted_hops;
+        let from_xff = if hops > 0 {
+            rq.header("x-forwarded-for")
+                .and_then(|v| client_ip::from_forwarded_for(v, hops))
+        } else {
+            None
+        };
+        let ip = match from_xff {
+            Some(ip) => ip,
+            None => {
+                let raw = host.property(&["source", "address"])?;
+                client_ip::parse_entry(&raw)?
+            }
+        };
+        Some(client_ip::key_text(ip, self.client_ip.ipv6_prefix))
+    }
+
+    /// Takes a token from `key`'s bucket, compare-and-swap against every
+    /// other worker.
+    fn take(&self, ri: usize, rule: &Rule, key: &[u8], now: u64, cx: &mut Cx<'_>) -> Outcome {
+        let (outcome, evicted, created) = take_in(ri, rule, key, now, cx.host());
+        if evicted {
+            cx.count(self.m.evictions);
+        }
+        if created {
+            cx.add(self.m.buckets, 1);
+        }
+        outcome
+    }
+
+    /// Empties buckets that are full again (forgetting them loses nothing)
+    /// and buckets of older configs, a slice of the slots per tick.
+    fn sweep(&self, cx: &mut RootCx<'_>) {
+        if self.total_slots == 0 {
+            return;
+        }
+        let now = now_ns(cx.host());
+        let n = self
+            .total_slots
+            .min(SWEEP_MIN.max(self.total_slots / SWEEP_PASS_TICKS));
+        let start = self.vm.try_borrow().map(|vm| vm.sweep_next).unwrap_or(0);
+        let mut freed = 0i64;
+        let mut pos = start % self.total_slots;
+        // Walk rule by rule from the global position.
+        let mut done = 0u64;
+        while done < n {
+            let (ri, slot) = self.locate(pos);
+            let Some(rule) = self.rules.get(ri) else {
+                break;
+            };
+            let skey = bucket::slot_key(ri, slot);
+            if let Some((value, cas)) = cx.host().shared_get(&skey) {
+                if !value.is_empty() {
+                    let decoded = bucket::decode(&value);
+                    let clear = match decoded {
+                        Some((fp, b, _)) if fp == rule.fingerprint => {
+                            b.refilled(&rule.limit, now).is_full(&rule.limit)
+                        }
+                        _ => true,
+                    };
+                    // Only buckets count as live; a foreign value never did.
+                    if clear
+                        && cx.host().shared_set(&skey, &[], cas) == SharedWrite::Written
+                        && decoded.is_some()
+                    {
+                        freed += 1;
+                    }
+                }
+            }
+            pos = (pos + 1) % self.total_slots;
+            done += 1;
+        }
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.sweep_next = pos;
+        }
+        if freed > 0 {
+            cx.add(self.m.buckets, -freed);
+        }
+    }
+
+    /// (rule, slot) of a global slot position.
+    fn locate(&self, mut pos: u64) -> (usize, u32) {
+        for (i, r) in self.rules.iter().enumerate() {
+            if pos < u64::from(r.slots) {
+                return (i, pos as u32);
+            }
+            pos -= u64::from(r.slots);
+        }
+        (self.rules.len(), 0)
+    }
+
+    fn rate_headers(&self, rule: &Rule, s: &Shown) -> Vec<(&'static str, meshguard_stage::Text)> {
+        let mut out = Vec::with_capacity(5);
+        if self.headers.x_ratelimit {
+            out.push(("x-ratelimit-limit", (&rule.limit_header).into()));
+            out.push(("x-ratelimit-remaining", s.remaining.to_string().into()));
+            out.push(("x-ratelimit-reset", s.reset_s.to_string().into()));
+        }
+        if self.headers.ietf {
+            out.push(("ratelimit-policy", (&rule.policy_header).into()));
+            out.push((
+                "ratelimit",
+                format!("\"{}\";r={};t={}", rule.name, s.remaining, s.reset_s).into(),
+            ));
+        }
+        out
+    }
+
+    fn too_many(&self, rule: &Rule, s: &Shown) -> LocalReply {
+        let body = format!(
+            "{{\"error\":\"rate_limited\",\"rule\":\"{}\",\"retry_after_seconds\":{}}}\n",
+            rule.name, s.reset_s
+        );
+        let mut reply = LocalReply::new(429, body)
+            .header("content-type", "application/json")
+            .header("retry-after", s.reset_s.to_string())
+            .details("meshguard_ratelimit_limited");
+        for (k, v) in self.rate_headers(rule, s) {
+            reply = reply.header(k, v);
+        }
+        reply
+    }
+
+    fn unavailable(&self) -> LocalReply {
+        LocalReply::new(503, "{\"error\":\"rate_limit_unavailable\"}\n")
+            .header("content-type", "application/json")
+            .details("meshguard_ratelimit_error")
+    }
+}
+
+/// [`RateLimit::take`] against the host: (outcome, another key's bucket
+/// was taken over, a bucket went into a free slot).
+fn take_in(
+    ri: usize,
+    rule: &Rule,
+    key: &[u8],
+    now: u64,
+    host: &mut dyn Host,
+) -> (Outcome, bool, bool) {
+    let slot = bucket::slot_of(ri, key, rule.slots);
+    let skey = bucket::slot_key(ri, slot);
+    let mut created_placeholder = false;
+    for _ in 0..CAS_TRIES {
+        let Some((value, cas)) = host.shared_get(&skey) else {
+            // A never-used slot. Proxy-wasm cannot create a key only if it
+            // is absent, so the slot gets an empty value first (a free
+            // slot), and the bucket goes in with compare-and-swap.
+            if created_placeholder {
+                return (Outcome::Error, false, false);
+            }
+            created_placeholder = true;
+            match host.shared_set(&skey, &[], 0) {
+                SharedWrite::Written | SharedWrite::CasMismatch => continue,
+                SharedWrite::Failed => return (Outcome::Error, false, false),
+            }
+        };
+        let decoded = bucket::decode(&value);
+        let (start, evicting, new_bucket) = match decoded {
+            Some((fp, b, k)) if fp == rule.fingerprint && k == key => (b, false, false),
+            // Another key of this rule: take the slot over with its tokens
+            // (see bucket.rs: no key ever gets more than its limit).
+            Some((fp, b, _)) if fp == rule.fingerprint => (b, true, false),
+            // A bucket of an older config: its units may differ.
+            Some(_) => (Bucket::full(&rule.limit, now), false, false),
+            None => (Bucket::full(&rule.limit, now), false, true),
+        };
+        let (next, taken) = start.take(&rule.limit, now);
+        if !taken.allowed && !evicting {
+            // Nothing spent: nothing to write.
+            return (Outcome::Taken(taken), false, false);
+        }
+        match host.shared_set(&skey, &bucket::encode(rule.fingerprint, &next, key), cas) {
+            SharedWrite::Written => return (Outcome::Taken(taken), evicting, new_bucket),
+            SharedWrite::CasMismatch => continue,
+            SharedWrite::Failed => return (Outcome::Error, false, false),
+        }
+    }
+    log::warn!(
+        "ratelimit: rule `{}`: {CAS_TRIES} compare-and-swap attempts lost; on_error applies",
+        rule.name
+    );
+    (Outcome::Error, false, false)
+}
