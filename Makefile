@@ -45,6 +45,8 @@ build: wasm-target
 	$(foreach p,$(PROFILES),$(CARGO) build --target $(WASM_TARGET) --profile $(p) $(foreach f,$(FILTERS),$(if $(filter $(p),$(call profile_of,$(f))),-p meshguard-$(f)-wasm)) &&) true
 	@mkdir -p dist
 	@$(foreach f,$(FILTERS),cp target/$(WASM_TARGET)/$(call profile_of,$(f))/meshguard_$(subst -,_,$(f))_wasm.wasm dist/$(f).wasm && printf '%-24s %8d bytes\n' dist/$(f).wasm $$(stat -c %s dist/$(f).wasm) &&) true
+	@# Size budgets the modules meet (issue targets); the others are documented misses.
+	@test $$(stat -c %s dist/authn.wasm) -le 700000 || { echo "dist/authn.wasm is over its 700 KB budget"; exit 1; }
 
 build-fixtures: wasm-target
 	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FIXTURES),-p $(f))

@@ -264,6 +264,13 @@ impl Local {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "ingress",
+                            // What filters match paths on must be what the
+                            // upstream reads: `//a`, `/p/../a`, `%2e%2e` and
+                            // `%2F` normalized before any filter (Istio:
+                            // meshConfig.pathNormalization).
+                            "normalize_path": true,
+                            "merge_slashes": true,
+                            "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
                             "access_log": [{
                                 "name": "envoy.access_loggers.stdout",
                                 "typed_config": {

@@ -120,6 +120,7 @@ struct Metrics {
     denied_missing: MetricId,
     denied_claims: MetricId,
     denied_no_rule: MetricId,
+    denied_path: MetricId,
     unavailable: MetricId,
     cors: MetricId,
     cache_hit: MetricId,
@@ -413,6 +414,7 @@ impl Stage for Authn {
             denied_missing: reg.counter("meshguard_authn_denied.missing"),
             denied_claims: reg.counter("meshguard_authn_denied.insufficient_claims"),
             denied_no_rule: reg.counter("meshguard_authn_denied.no_rule"),
+            denied_path: reg.counter("meshguard_authn_denied.path"),
             unavailable: reg.counter("meshguard_authn_unavailable"),
             cors: reg.counter("meshguard_authn_cors_preflight"),
             cache_hit: reg.counter("meshguard_authn_cache_hit"),
@@ -690,6 +692,7 @@ impl Authn {
             .header("content-type", "application/json")
             .header("cache-control", "no-store")
             .details(match status {
+                400 => "meshguard_authn_bad_request",
                 401 => "meshguard_authn_unauthorized",
                 403 => "meshguard_authn_forbidden",
                 _ => "meshguard_authn_unavailable",
@@ -1237,6 +1240,17 @@ impl Authn {
     }
 
     fn decide(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
+        // Rules match the path as sent; the upstream might read `//api`,
+        // `/public/../api` or `%2e%2e` as another path than the rule saw.
+        if !meshguard_common::path::is_normal(rq.header(":path").unwrap_or_default()) {
+            cx.count(self.m.denied_path);
+            return self.deny(
+                400,
+                None,
+                "invalid_request",
+                "the request path is not in normal form",
+            );
+        }
         let rule = match self.rule_for(rq) {
             Err(()) => {
                 cx.count(self.m.cors);

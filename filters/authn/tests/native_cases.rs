@@ -109,6 +109,41 @@ fn cache_hit_skips_signature_and_respects_exp() {
     assert_eq!(d.proxy.counter("meshguard_authn_denied.expired"), 1);
 }
 
+/// The filter alone (no normalizing proxy in front): a path the upstream
+/// could read as another is a 400 before any rule, with a valid token too.
+#[test]
+fn paths_not_in_normal_form_are_400_before_any_rule() {
+    let mut d = driver(&cases::config());
+    let token = cases::bearer_request(cases::Tok::Rs256, T0)
+        .into_iter()
+        .find(|(k, _)| k == "authorization")
+        .unwrap();
+    for (i, path) in [
+        "/public/../api/items",
+        "/public/%2e%2e/api/items",
+        "/public%2f..%2fapi",
+        "//api/items",
+        "/api/./items",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let req = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path.to_string()),
+            (":authority".to_string(), "shop.example.com".to_string()),
+            token.clone(),
+        ];
+        let (up, reply) = exchange(&mut d, &req);
+        assert!(up.is_none(), "{path} reached the upstream");
+        let (status, www, body) = reply.unwrap();
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(www.is_none());
+        assert!(body.contains("invalid_request"), "{body}");
+        assert_eq!(d.proxy.counter("meshguard_authn_denied.path"), i as i64 + 1);
+    }
+}
+
 /// The identity reaches filter state for modules in other VMs (the
 /// accesslog) unless `identity_filter_state` is false; the identity header
 /// is set either way.

@@ -11,5 +11,6 @@ pub mod headers;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 pub mod metrics;
+pub mod path;
 
 pub use config::{parse_config, ConfigError};

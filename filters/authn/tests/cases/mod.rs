@@ -289,6 +289,11 @@ pub enum Expect {
     /// Answered locally: status, `WWW-Authenticate` must contain this
     /// (`None`: absent).
     Reply(u16, Option<&'static str>),
+    /// Never reaches the upstream: answered locally with a 3xx/4xx. The
+    /// filter alone answers 400 for a path not in normal form; an Envoy
+    /// that normalizes paths (as `make run`'s does) answers for the
+    /// normalized path first (401) or redirects (307).
+    Refused,
 }
 
 /// Where the token goes in the request.
@@ -402,6 +407,13 @@ pub fn check(
             }
         }
         (Expect::Reply(..), _, None) => problems.push("reached the upstream".into()),
+        (Expect::Refused, Some(up), _) => problems.push(format!("reached the upstream: {up:?}")),
+        (Expect::Refused, None, Some((got, _, body))) => {
+            if !(300..500).contains(&got) {
+                problems.push(format!("status: want 3xx/4xx, got {got} ({body})"));
+            }
+        }
+        (Expect::Refused, None, None) => problems.push("no answer".into()),
     }
     problems
 }
@@ -447,7 +459,50 @@ const fn ok(
     }
 }
 
+const fn path_case(name: &'static str, path: &'static str, token: Option<Put>) -> Case {
+    Case {
+        name,
+        method: "GET",
+        path,
+        token,
+        extra: &[],
+        expect: Expect::Refused,
+    }
+}
+
 pub const CASES: &[Case] = &[
+    // Paths the upstream may read as another path than the rule saw.
+    path_case(
+        "dot segment under a public prefix",
+        "/public/../api/items",
+        None,
+    ),
+    path_case(
+        "encoded dot segment under a public prefix",
+        "/public/%2e%2E/api/items",
+        None,
+    ),
+    path_case(
+        "encoded slash under a public prefix",
+        "/public%2F..%2Fapi/items",
+        None,
+    ),
+    path_case(
+        "backslash under a public prefix",
+        "/public\\..\\api/items",
+        None,
+    ),
+    path_case(
+        "double slash before a protected prefix",
+        "//api/items",
+        None,
+    ),
+    ok(
+        "a query may hold anything",
+        "/public/x?next=//a/../b%2f",
+        Put::Query(Tok::UnknownKid),
+        NOBODY,
+    ),
     ok(
         "valid RS256 bearer",
         "/api/items",
