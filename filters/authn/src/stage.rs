@@ -1242,7 +1242,11 @@ impl Authn {
     fn decide(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
         // Rules match the path as sent; the upstream might read `//api`,
         // `/public/../api` or `%2e%2e` as another path than the rule saw.
-        if !meshguard_common::path::is_normal(rq.header(":path").unwrap_or_default()) {
+        // (No `:path`, as in CONNECT: nothing to misread.)
+        if rq
+            .header(":path")
+            .is_some_and(|p| !meshguard_common::path::is_normal(p))
+        {
             cx.count(self.m.denied_path);
             return self.deny(
                 400,

@@ -124,6 +124,9 @@ fn paths_not_in_normal_form_are_400_before_any_rule() {
         "/public%2f..%2fapi",
         "//api/items",
         "/api/./items",
+        "/public/..;/api/items",
+        "/%61pi/items",
+        "/public#/../api",
     ]
     .iter()
     .enumerate()

@@ -82,6 +82,10 @@ fn ceil_div(a: u128, b: u128) -> u128 {
     a.div_ceil(b)
 }
 
+/// A clock step back larger than this restarts a bucket's refill from the
+/// new time instead of waiting for the clock to catch up.
+pub const CLOCK_STEP_BACK_NS: u64 = 1_000_000_000;
+
 impl Bucket {
     pub fn full(limit: &Limit, now_ns: u64) -> Self {
         Self {
@@ -90,15 +94,23 @@ impl Bucket {
         }
     }
 
-    /// The bucket at `now_ns`. A clock that went back refills nothing (the
-    /// last update keeps the later time), so a clock step never admits more.
+    /// The bucket at `now_ns`. A clock that went back refills nothing, so
+    /// a clock step never admits more: a small step back (workers reading
+    /// the clock a moment apart) keeps the later time; a step back of more
+    /// than [`CLOCK_STEP_BACK_NS`] (NTP) restarts the refill from the new
+    /// time, so the bucket does not stay empty for the length of the step.
     pub fn refilled(self, limit: &Limit, now_ns: u64) -> Self {
         let elapsed = now_ns.saturating_sub(self.last_ns);
         let gained = u128::from(elapsed) * u128::from(limit.requests);
         let level = (u128::from(self.level) + gained).min(u128::from(limit.capacity()));
+        let last_ns = if now_ns.saturating_add(CLOCK_STEP_BACK_NS) < self.last_ns {
+            now_ns
+        } else {
+            self.last_ns.max(now_ns)
+        };
         Self {
             level: u64::try_from(level).unwrap_or(u64::MAX),
-            last_ns: self.last_ns.max(now_ns),
+            last_ns,
         }
     }
 
@@ -293,12 +305,23 @@ mod tests {
         let l = Limit::new(1, 1, 1);
         let (b, t) = Bucket::full(&l, 100 * S).take(&l, 100 * S);
         assert!(t.allowed);
-        let (b, t) = b.take(&l, 50 * S);
+        // A small step back (another worker's read a moment earlier): the
+        // later time stays, nothing is refilled.
+        let (b, t) = b.take(&l, 100 * S - S / 2);
         assert!(!t.allowed);
         assert_eq!(b.last_ns, 100 * S);
         let (_, t) = b.take(&l, 100 * S + S / 2);
         assert!(!t.allowed);
         let (_, t) = b.take(&l, 101 * S);
+        assert!(t.allowed);
+        // A large step back (NTP): nothing refilled at the step, then the
+        // refill runs on the new clock instead of stalling for 50 s.
+        let (b, t) = b.take(&l, 50 * S);
+        assert!(!t.allowed);
+        assert_eq!(b.last_ns, 50 * S);
+        let (b, t) = b.take(&l, 50 * S + S / 2);
+        assert!(!t.allowed);
+        let (_, t) = b.take(&l, 51 * S);
         assert!(t.allowed);
     }
 

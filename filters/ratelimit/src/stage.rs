@@ -301,10 +301,11 @@ impl Stage for RateLimit {
                 Outcome::Taken(t) => t,
                 Outcome::Error => {
                     cx.count(self.m.errors);
-                    if self.on_error == OnError::Deny {
+                    // A shadow rule never refuses, not even on errors.
+                    if self.on_error == OnError::Deny && !rule.shadow {
                         return Step::Respond(self.unavailable());
                     }
-                    if self.apply == Apply::First {
+                    if self.apply == Apply::First && !rule.shadow {
                         break;
                     }
                     continue;
@@ -318,8 +319,8 @@ impl Stage for RateLimit {
             if taken.allowed {
                 self.batch(i, 0);
                 verdict.get_or_insert(RateLimitVerdict::Allowed);
-                // The headers show the rule closest to its limit.
-                if st.shown.is_none_or(|s| shown.remaining < s.remaining) {
+                // The headers show the enforcing rule closest to its limit.
+                if !rule.shadow && st.shown.is_none_or(|s| shown.remaining < s.remaining) {
                     st.shown = Some(shown);
                 }
             } else if rule.shadow {
@@ -335,7 +336,9 @@ impl Stage for RateLimit {
                 reply = Some(self.too_many(rule, &shown));
                 break;
             }
-            if self.apply == Apply::First {
+            // A shadow rule is on trial beside the rules after it: under
+            // `first` it does not end the search.
+            if self.apply == Apply::First && !rule.shadow {
                 break;
             }
         }

@@ -191,6 +191,29 @@ fn eviction_never_hands_out_a_fresh_bucket() {
     assert!(d.proxy.counter("meshguard_ratelimit_evictions") >= 98);
 }
 
+/// A shadow rule on trial in front of an enforcing rule: under `first` the
+/// enforcing rule still applies, the shadow rule never refuses (not even
+/// with `on_error: deny`) and its numbers are not the ones shown.
+#[test]
+fn a_shadow_rule_does_not_switch_off_the_rules_after_it() {
+    let config = r#"{"apply": "first", "on_error": "deny",
+        "response_headers": {"on_allowed": true},
+        "rules": [
+        {"name": "trial", "key": ["client_ip"], "limit": {"requests": 1, "per": "hour"}, "shadow": true},
+        {"name": "enforced", "key": ["client_ip"], "limit": {"requests": 2, "per": "hour"}}]}"#;
+    let mut d = driver(config);
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| send(&mut d, &[(":path", "/")], "10.0.0.1:1").0)
+        .collect();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    d.tick();
+    assert_eq!(
+        d.proxy.counter("meshguard_ratelimit_shadow_limited.trial"),
+        3
+    );
+    assert_eq!(d.proxy.counter("meshguard_ratelimit_limited.enforced"), 2);
+}
+
 #[test]
 fn metrics_are_batched_until_the_tick() {
     let mut d = driver(cases::CONFIG);

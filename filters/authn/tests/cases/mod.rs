@@ -493,6 +493,16 @@ pub const CASES: &[Case] = &[
         None,
     ),
     path_case(
+        "path parameter dot segment under a public prefix",
+        "/public/..;/api/items",
+        None,
+    ),
+    path_case(
+        "percent-encoded letter in a protected prefix",
+        "/%61pi/items",
+        None,
+    ),
+    path_case(
         "double slash before a protected prefix",
         "//api/items",
         None,
