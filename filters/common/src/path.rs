@@ -24,38 +24,42 @@ pub fn is_normal(path: &[u8]) -> bool {
     if p == b"*" {
         return true;
     }
-    let Some(rest) = p.strip_prefix(b"/") else {
-        return false;
-    };
-    if p.iter().any(|&b| matches!(b, b'\\' | b';' | b'#')) {
+    if p.first() != Some(&b'/') {
         return false;
     }
-    let mut i = 0;
-    while let Some(&b) = p.get(i) {
-        if b == b'%' {
-            let Some(v) = p.get(i + 1..i + 3).and_then(hex_byte) else {
-                return false; // a lone or malformed escape
-            };
-            if !allowed_escape(v, p.get(i + 3..i + 5)) {
-                return false;
+    // One pass, no allocation (it runs on every request): segments end at
+    // `/` or at the end; only the last may be empty ("/" or "/a/").
+    let mut seg_start = 1;
+    let mut i = 1;
+    loop {
+        let b = p.get(i).copied();
+        match b {
+            None | Some(b'/') => {
+                match p.get(seg_start..i).unwrap_or_default() {
+                    b"" if b.is_some() => return false,
+                    b"." | b".." => return false,
+                    _ => {}
+                }
+                if b.is_none() {
+                    return true;
+                }
+                seg_start = i + 1;
             }
-            i += 3;
-        } else {
-            i += 1;
+            Some(b'\\' | b';' | b'#') => return false,
+            Some(b'%') => {
+                let Some(v) = p.get(i + 1..i + 3).and_then(hex_byte) else {
+                    return false; // a lone or malformed escape
+                };
+                if !allowed_escape(v, p.get(i + 3..i + 5)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            Some(_) => {}
         }
+        i += 1;
     }
-    // "/" alone is fine; otherwise every segment is non-empty and not a dot
-    // segment (a trailing "/" leaves one empty last segment, which is fine).
-    if rest.is_empty() {
-        return true;
-    }
-    let segments: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
-    let last = segments.len().saturating_sub(1);
-    segments.iter().enumerate().all(|(i, s)| match *s {
-        b"" => i == last,
-        b"." | b".." => false,
-        _ => true,
-    })
 }
 
 fn hex_byte(h: &[u8]) -> Option<u8> {
