@@ -1197,6 +1197,14 @@ impl Authn {
             .get(pr.identity_claim)
             .and_then(|path| jwt::claim(&claims, path))
             .map(|c| Rc::from(jwt::claim_text(c)));
+        // The subject becomes a header value shared as is (no per-request
+        // copy to check): a validly signed CR/LF/NUL in it is refused here.
+        if subject
+            .as_deref()
+            .is_some_and(|s: &str| !meshguard_stage::message::valid_value(s.as_bytes()))
+        {
+            return Check::Bad(Invalid::Malformed);
+        }
         let v = Verified {
             provider: p as u16,
             exp,

@@ -112,6 +112,8 @@ pub enum Tok {
     Crit,
     SignedByOtherKey,
     OtherUser,
+    /// Validly signed, but `sub` holds CR/LF: it cannot be a header value.
+    CrlfSubject,
 }
 
 fn b64(b: &[u8]) -> String {
@@ -154,6 +156,7 @@ pub fn mint(t: Tok, now: i64) -> String {
     match t {
         Tok::Rs256 => rs(&base),
         Tok::OtherUser => rs(&claims(now, "bob")),
+        Tok::CrlfSubject => rs(&claims(now, "bob\r\nx-admin: 1")),
         Tok::Es256 => jsonwebtoken::encode(
             &header(Algorithm::ES256, "demo-ec"),
             &base,
@@ -471,6 +474,7 @@ const fn path_case(name: &'static str, path: &'static str, token: Option<Put>) -
 }
 
 pub const CASES: &[Case] = &[
+    bad("a subject that cannot be a header value", Tok::CrlfSubject),
     // Paths the upstream may read as another path than the rule saw.
     path_case(
         "dot segment under a public prefix",
