@@ -73,8 +73,7 @@ enum Source {
 
 #[derive(Debug, Clone)]
 struct Matcher {
-    /// (suffix, is_wildcard): wildcard `*.example.com` is stored as `.example.com`.
-    hosts: Vec<(String, bool)>,
+    hosts: Vec<headers::HostPattern>,
     path_prefixes: Vec<String>,
 }
 
@@ -487,29 +486,15 @@ impl Matcher {
             hosts: m
                 .hosts
                 .iter()
-                .map(|h| match h.strip_prefix('*') {
-                    Some(suffix) => (suffix.to_ascii_lowercase(), true),
-                    None => (h.to_ascii_lowercase(), false),
-                })
+                .map(|h| headers::HostPattern::new(h))
                 .collect(),
             path_prefixes: m.path_prefixes.clone(),
         }
     }
 
     fn matches(&self, host: Option<&[u8]>, path: Option<&[u8]>) -> bool {
-        let host_ok = self.hosts.is_empty()
-            || host.is_some_and(|h| {
-                self.hosts.iter().any(|(pat, wildcard)| {
-                    let pat = pat.as_bytes();
-                    if *wildcard {
-                        h.len() > pat.len()
-                            && h.get(h.len() - pat.len()..)
-                                .is_some_and(|tail| tail.eq_ignore_ascii_case(pat))
-                    } else {
-                        h.eq_ignore_ascii_case(pat)
-                    }
-                })
-            });
+        let host_ok =
+            self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)));
         let path_ok = self.path_prefixes.is_empty()
             || path.is_some_and(|p| {
                 self.path_prefixes

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use meshguard_authn_crypto::Alg;
 use meshguard_common::config::{ConfigError, JsonPath};
-use meshguard_common::headers::{host_without_port, path_only, HeaderSource};
+use meshguard_common::headers::{host_without_port, path_only, HeaderSource, HostPattern};
 use meshguard_common::metrics::name;
 use meshguard_stage::{
     Cx, Facts, Host, HttpCallout, Identity, LocalReply, MetricId, MetricsRegistry, Needs, Reply,
@@ -81,9 +81,14 @@ impl Provider {
     }
 }
 
-enum HostPat {
-    Exact(String),
-    Suffix(String),
+/// Where [`Authn::rule_for`] sends a request.
+enum Routed<'a> {
+    /// The path is not in normal form: 400 before any rule.
+    BadPath,
+    /// A CORS preflight let through.
+    Preflight,
+    /// The first matching rule, if any.
+    Rule(Option<&'a Rule>),
 }
 
 enum PathPat {
@@ -101,7 +106,7 @@ enum Kind {
 }
 
 struct Rule {
-    hosts: Vec<HostPat>,
+    hosts: Vec<HostPattern>,
     path: Option<PathPat>,
     methods: Vec<String>,
     kind: Kind,
@@ -365,14 +370,7 @@ impl Stage for Authn {
                 .map(|c| c.contains.as_str())
                 .collect();
             rules.push(Rule {
-                hosts: m
-                    .hosts
-                    .iter()
-                    .map(|h| match h.strip_prefix("*.") {
-                        Some(s) => HostPat::Suffix(format!(".{}", s.to_ascii_lowercase())),
-                        None => HostPat::Exact(h.to_ascii_lowercase()),
-                    })
-                    .collect(),
+                hosts: m.hosts.iter().map(|h| HostPattern::new(h)).collect(),
                 path: match m.path {
                     None => None,
                     Some(PathMatch::Exact(p)) => Some(PathPat::Exact(p)),
@@ -738,7 +736,8 @@ impl Authn {
 
     /// The first matching rule, or `Err(())` for a CORS preflight that
     /// passes (both from one pass over the headers).
-    fn rule_for(&self, rq: &Request<'_>) -> Result<Option<&Rule>, ()> {
+    /// The rule a request falls under, from one pass over its headers.
+    fn rule_for(&self, rq: &Request<'_>) -> Routed<'_> {
         let mut want = [None; 5];
         rq.first_many(
             &[
@@ -751,27 +750,24 @@ impl Authn {
             &mut want,
         );
         let [authority, path, method, origin, acrm] = want;
+        // Rules match the path as sent; the upstream might read `//api`,
+        // `/public/../api` or `%2e%2e` as another path than the rule saw.
+        // (No `:path`, as in CONNECT: nothing to misread.)
+        if path.is_some_and(|p| !meshguard_common::path::is_normal(p)) {
+            return Routed::BadPath;
+        }
         if self.bypass_cors
             && method == Some(b"OPTIONS".as_slice())
             && origin.is_some()
             && acrm.is_some()
         {
-            return Err(());
+            return Routed::Preflight;
         }
         let host = host_without_port(authority.unwrap_or_default());
         let path = path_only(path.unwrap_or_default());
         let method = method.unwrap_or_default();
-        Ok(self.rules.iter().find(|r| {
-            (r.hosts.is_empty()
-                || r.hosts.iter().any(|h| match h {
-                    HostPat::Exact(e) => host.eq_ignore_ascii_case(e.as_bytes()),
-                    HostPat::Suffix(s) => {
-                        host.len() > s.len()
-                            && host
-                                .get(host.len() - s.len()..)
-                                .is_some_and(|t| t.eq_ignore_ascii_case(s.as_bytes()))
-                    }
-                }))
+        Routed::Rule(self.rules.iter().find(|r| {
+            (r.hosts.is_empty() || r.hosts.iter().any(|h| h.matches(host)))
                 && (r.methods.is_empty() || r.methods.iter().any(|m| m.as_bytes() == method))
                 && match &r.path {
                     None => true,
@@ -1248,28 +1244,22 @@ impl Authn {
     }
 
     fn decide(&self, rq: &mut Request<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) -> Step {
-        // Rules match the path as sent; the upstream might read `//api`,
-        // `/public/../api` or `%2e%2e` as another path than the rule saw.
-        // (No `:path`, as in CONNECT: nothing to misread.)
-        if rq
-            .header(":path")
-            .is_some_and(|p| !meshguard_common::path::is_normal(p))
-        {
-            cx.count(self.m.denied_path);
-            return self.deny(
-                400,
-                None,
-                "invalid_request",
-                "the request path is not in normal form",
-            );
-        }
         let rule = match self.rule_for(rq) {
-            Err(()) => {
+            Routed::BadPath => {
+                cx.count(self.m.denied_path);
+                return self.deny(
+                    400,
+                    None,
+                    "invalid_request",
+                    "the request path is not in normal form",
+                );
+            }
+            Routed::Preflight => {
                 cx.count(self.m.cors);
                 return Step::Continue;
             }
-            Ok(Some(rule)) => rule,
-            Ok(None) => {
+            Routed::Rule(Some(rule)) => rule,
+            Routed::Rule(None) => {
                 cx.count(self.m.denied_no_rule);
                 return self.deny(403, None, "forbidden", "");
             }

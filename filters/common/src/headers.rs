@@ -261,6 +261,44 @@ fn strip_quotes(v: &[u8]) -> &[u8] {
         .unwrap_or(v)
 }
 
+/// A host in a filter's `match`: `shop.example.com` (that host) or
+/// `*.example.com` (any host ending in `.example.com`, not the bare
+/// domain), both case-insensitive. Compare with the output of
+/// [`host_without_port`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase; for a wildcard, the suffix with its leading dot.
+    pattern: String,
+    wildcard: bool,
+}
+
+impl HostPattern {
+    pub fn new(pattern: &str) -> Self {
+        match pattern.strip_prefix('*') {
+            Some(suffix) => Self {
+                pattern: suffix.to_ascii_lowercase(),
+                wildcard: true,
+            },
+            None => Self {
+                pattern: pattern.to_ascii_lowercase(),
+                wildcard: false,
+            },
+        }
+    }
+
+    pub fn matches(&self, host: &[u8]) -> bool {
+        let pat = self.pattern.as_bytes();
+        if self.wildcard {
+            host.len() > pat.len()
+                && host
+                    .get(host.len() - pat.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(pat))
+        } else {
+            host.eq_ignore_ascii_case(pat)
+        }
+    }
+}
+
 /// Host part of an `:authority` value without port (handles `[v6]:port`).
 /// Not lowercased: compare with `eq_ignore_ascii_case`.
 pub fn host_without_port(authority: &[u8]) -> &[u8] {
@@ -351,6 +389,19 @@ mod tests {
         for (name, got) in names.iter().zip(out) {
             assert_eq!(got, hs.first(name), "{name}");
         }
+    }
+
+    #[test]
+    fn host_patterns_match_exact_and_wildcard_hosts() {
+        let exact = HostPattern::new("Shop.Example.com");
+        assert!(exact.matches(b"shop.example.COM"));
+        assert!(!exact.matches(b"a.shop.example.com"));
+        let wild = HostPattern::new("*.example.com");
+        assert!(wild.matches(b"shop.EXAMPLE.com"));
+        assert!(wild.matches(b"a.b.example.com"));
+        assert!(!wild.matches(b"example.com"));
+        assert!(!wild.matches(b".example.com"));
+        assert!(!wild.matches(b"badexample.com"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use meshguard_common::config::{ConfigError, JsonPath};
-use meshguard_common::headers::{host_without_port, path_only};
+use meshguard_common::headers::{host_without_port, path_only, HostPattern};
 use meshguard_common::metrics::name;
 use meshguard_stage::{
     Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Request,
@@ -32,8 +32,7 @@ const SWEEP_MIN: u64 = 1024;
 const SWEEP_PASS_TICKS: u64 = 30;
 
 struct Matcher {
-    /// (lowercase pattern, is `*.suffix` with the `*` dropped)
-    hosts: Vec<(String, bool)>,
+    hosts: Vec<HostPattern>,
     paths: Vec<PathMatch>,
     methods: Vec<String>,
     /// (lowercase name, exact value, must be present)
@@ -43,14 +42,7 @@ struct Matcher {
 impl Matcher {
     fn new(m: &MatchConfig) -> Self {
         Self {
-            hosts: m
-                .hosts
-                .iter()
-                .map(|h| match h.strip_prefix('*') {
-                    Some(suffix) => (suffix.to_ascii_lowercase(), true),
-                    None => (h.to_ascii_lowercase(), false),
-                })
-                .collect(),
+            hosts: m.hosts.iter().map(|h| HostPattern::new(h)).collect(),
             paths: m.paths.clone(),
             methods: m.methods.clone(),
             headers: m
@@ -70,18 +62,7 @@ impl Matcher {
     fn matches(&self, rq: &Request<'_>) -> bool {
         if !self.hosts.is_empty() {
             let host = rq.header(":authority").map(host_without_port);
-            let ok = host.is_some_and(|h| {
-                self.hosts.iter().any(|(pat, wildcard)| {
-                    let pat = pat.as_bytes();
-                    if *wildcard {
-                        h.len() > pat.len()
-                            && h.get(h.len() - pat.len()..)
-                                .is_some_and(|tail| tail.eq_ignore_ascii_case(pat))
-                    } else {
-                        h.eq_ignore_ascii_case(pat)
-                    }
-                })
-            });
+            let ok = host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)));
             if !ok {
                 return false;
             }
