@@ -194,7 +194,7 @@ with open(os.path.join(ROOT, "bench/authn-tokens.json")) as _f:
 DEMO_ISSUER = "https://demo.meshguard.local"
 
 
-def authn_config(cache=True, state=True):
+def authn_config(cache=True, state=False):
     cfg = {
         "providers": [{"name": "demo", "issuer": DEMO_ISSUER, "audiences": ["shop"],
                        "algorithms": ["RS256", "ES256"], "jwks": {"inline": DEMO_JWKS}}],
@@ -203,10 +203,10 @@ def authn_config(cache=True, state=True):
     }
     if not cache:
         cfg["cache"] = {"max_entries": 0}
-    if not state:
-        # The same job as jwt_authn: no identity in filter state for other
-        # modules (the accesslog); header out, token stripped.
-        cfg["identity_filter_state"] = False
+    if state:
+        # Beyond jwt_authn's job (header out, token stripped): the identity
+        # also to filter state, for an accesslog in another module.
+        cfg["identity_filter_state"] = True
     return cfg
 
 
@@ -281,9 +281,9 @@ VARIANTS = [
     {"name": "meshguard authn warm cache (wasm)", "group": "authn", "headers": bearer("rs256"),
      "needs": {"dist/authn.wasm": "make build"},
      "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config())]},
-    {"name": "meshguard authn warm, no filter state (wasm)", "group": "authn", "headers": bearer("rs256"),
+    {"name": "meshguard authn warm, identity to filter state (wasm)", "group": "authn", "headers": bearer("rs256"),
      "needs": {"dist/authn.wasm": "make build"},
-     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(state=False))]},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(state=True))]},
     {"name": "meshguard authn cold RS256 (wasm)", "group": "authn", "headers": bearer("rs256"),
      "needs": {"dist/authn.wasm": "make build"},
      "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_config(cache=False))]},

@@ -12,7 +12,7 @@
 #[path = "../../filters/authn/tests/cases/mod.rs"]
 mod cases;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshguard::envoy::WasmFilter;
 use meshguard_e2e::*;
@@ -84,11 +84,13 @@ fn case_table_in_envoy() {
     );
     let mut rt = InEnvoy { envoy };
     run_table(&mut rt, cases::CASES);
-    assert!(
+    // 401s reach the counters on the filter's 1 s timer.
+    let counted = wait_until(Duration::from_secs(5), || {
         rt.envoy
             .counter("wasmcustom.meshguard_authn_denied.algorithm")
             >= 3
-    );
+    });
+    assert!(counted.is_some(), "denied.algorithm never reached 3");
     drop(upstream);
 }
 

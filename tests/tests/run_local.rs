@@ -59,13 +59,16 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
     );
 
     // The accesslog record of that request, as clean JSON on its own line
-    // (the script strips Envoy's `wasm log …: ` prefix).
+    // (the script strips Envoy's `wasm log …: ` prefix), with the identity
+    // authn verified: another module, so it came through filter state
+    // (`identity_filter_state: true` in deploy/local/filters.yaml).
     let record = wait_until(Duration::from_secs(10), || {
         script.log_text().lines().any(|l| {
             serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
                 v["schema"] == "meshguard.access.v1"
                     && v["path"] == "/checkout/cart"
                     && v["variants"]["checkout"] == "treatment"
+                    && v["identity"]["subject"] == "bob"
             })
         })
     });

@@ -34,9 +34,12 @@ pub struct AuthnConfig {
     /// `meshguard.identity` (`meshguard_common::contract`), where meshguard
     /// filters in other modules read it: the accesslog as its own filter
     /// or as an access logger. One `set_property` per allowed request,
-    /// ~3 µs of Envoy CPU (BENCHMARKS.md); turn it off when no such module
-    /// runs. The identity header is set either way.
-    #[serde(default = "yes")]
+    /// ~3 µs of Envoy CPU (BENCHMARKS.md), the most expensive step of a
+    /// cache hit, so it is off unless asked for: `meshguard render` turns
+    /// it on when the policy also deploys the accesslog, and the local
+    /// chain (deploy/local/filters.yaml) sets it. The identity header is
+    /// set either way.
+    #[serde(default)]
     pub identity_filter_state: bool,
 }
 

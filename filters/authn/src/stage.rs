@@ -162,6 +162,9 @@ struct Vm {
     /// once a second: two host calls fewer per request.
     batched_allowed: i64,
     batched_hits: i64,
+    /// 401s by reason ([`Invalid::ALL`] order), batched the same way: a
+    /// flood of junk tokens costs no metric host call per request.
+    batched_invalid: [i64; Invalid::ALL.len()],
     sweep_next: u32,
     /// Root callouts in flight: (token, provider, kind).
     root_calls: Vec<(Token, usize, FetchKind)>,
@@ -474,7 +477,7 @@ impl Stage for Authn {
 
     fn when_headers_unreadable(&self) -> Step {
         Step::Respond(
-            LocalReply::new(503, &b"{\"error\":\"temporarily_unavailable\"}\n"[..])
+            LocalReply::new(503, "{\"error\":\"temporarily_unavailable\"}\n")
                 .header("content-type", "application/json")
                 .details("meshguard_authn_unreadable"),
         )
@@ -603,6 +606,14 @@ impl Stage for Authn {
                     std::mem::take(&mut vm.batched_hits),
                 );
             }
+            let invalid = std::mem::take(&mut vm.batched_invalid);
+            for (why, n) in Invalid::ALL.iter().zip(invalid) {
+                if n > 0 {
+                    if let Some((_, id)) = self.m.denied.iter().find(|(i, _)| i == why) {
+                        next_bump(&mut bumps, *id, n);
+                    }
+                }
+            }
         }
         for (id, d) in bumps.unwrap_or_default() {
             cx.add(id, d);
@@ -686,7 +697,8 @@ impl Authn {
             ));
         }
         body.push_str("}\n");
-        let mut reply = LocalReply::new(status, body.into_bytes())
+        // Shared text: the 401s are prepared once and cloned per request.
+        let mut reply = LocalReply::new(status, Rc::<str>::from(body))
             .header("content-type", "application/json")
             .header("cache-control", "no-store")
             .details(match status {
@@ -696,7 +708,7 @@ impl Authn {
                 _ => "meshguard_authn_unavailable",
             });
         if let Some(c) = challenge {
-            reply = reply.header("www-authenticate", c);
+            reply = reply.header("www-authenticate", Rc::<str>::from(c));
         }
         Step::Respond(reply)
     }
@@ -717,8 +729,18 @@ impl Authn {
     }
 
     fn invalid(&self, why: Invalid, cx: &mut Cx<'_>) -> Step {
-        if let Some((_, id)) = self.m.denied.iter().find(|(i, _)| *i == why) {
-            cx.count(*id);
+        let batched = Invalid::ALL
+            .iter()
+            .position(|i| *i == why)
+            .and_then(|at| {
+                let mut vm = self.vm.try_borrow_mut().ok()?;
+                *vm.batched_invalid.get_mut(at)? += 1;
+                Some(())
+            });
+        if batched.is_none() {
+            if let Some((_, id)) = self.m.denied.iter().find(|(i, _)| *i == why) {
+                cx.count(*id);
+            }
         }
         // Built once per reason at configure time: a junk flood pays no
         // formatting.
@@ -1057,7 +1079,7 @@ impl Authn {
         jws: &jwt::Jws<'_>,
         st: &PerRequest,
         cx: &mut Cx<'_>,
-    ) -> Result<(), Check> {
+    ) -> Result<Rc<KeySet>, Check> {
         let Some(pr) = self.providers.get(p) else {
             return Err(Check::Bad(Invalid::UnknownKey));
         };
@@ -1071,17 +1093,11 @@ impl Authn {
             self.sync(p, cx.host());
             keys = self.keys(p);
         }
-        if inline || known(&keys) {
-            return keys
-                .select(jws.kid.as_deref(), jws.alg)
-                .and_then(|k| {
-                    if k.key.verify(jws.alg, jws.signing_input, &jws.signature()?) {
-                        Ok(())
-                    } else {
-                        Err(Invalid::Signature)
-                    }
-                })
-                .map_err(Check::Bad);
+        if known(&keys) {
+            return Ok(keys);
+        }
+        if inline {
+            return Err(Check::Bad(Invalid::UnknownKey));
         }
         let why = if keys.is_empty() {
             Why::NoKeys
@@ -1145,6 +1161,20 @@ impl Authn {
                 }
             }
         }
+        // Garbage is refused before the shared cache is looked at (no
+        // SipHash, no host call): bad shape, disallowed `alg`, unknown
+        // `kid`. A token the cache knows always passes these.
+        let Ok(text) = std::str::from_utf8(token) else {
+            return Check::Bad(Invalid::Malformed);
+        };
+        let jws = match jwt::parse(text, pr.max_token, &pr.algs) {
+            Ok(j) => j,
+            Err(e) => return Check::Bad(e),
+        };
+        let keys = match self.key_check(p, &jws, st, cx) {
+            Ok(k) => k,
+            Err(c) => return c,
+        };
         let tag = tagger.map(|t| t.tag(token));
         let mut evicts = false;
         if let Some(tag) = &tag {
@@ -1163,15 +1193,15 @@ impl Authn {
             }
             cx.count(self.m.cache_miss);
         }
-        let Ok(token) = std::str::from_utf8(token) else {
-            return Check::Bad(Invalid::Malformed);
-        };
-        let jws = match jwt::parse(token, pr.max_token, &pr.algs) {
-            Ok(j) => j,
-            Err(e) => return Check::Bad(e),
-        };
-        if let Err(c) = self.key_check(p, &jws, st, cx) {
-            return c;
+        let verified = keys.select(jws.kid.as_deref(), jws.alg).and_then(|k| {
+            if k.key.verify(jws.alg, jws.signing_input, &jws.signature()?) {
+                Ok(())
+            } else {
+                Err(Invalid::Signature)
+            }
+        });
+        if let Err(e) = verified {
+            return Check::Bad(e);
         }
         let claims = match jwt::payload(&jws) {
             Ok(c) => c,
@@ -1229,7 +1259,7 @@ impl Authn {
             {
                 cx.count(self.m.cache_evicted);
             }
-            self.remember(token.as_bytes(), &v);
+            self.remember(token, &v);
         }
         Check::Ok(v)
     }

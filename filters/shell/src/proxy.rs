@@ -157,7 +157,7 @@ impl Proxy for SdkProxy {
             u32::from(reply.status),
             reply.details,
             &pairs,
-            &reply.body,
+            reply.body.as_bytes(),
             grpc,
         ) {
             log::error!(

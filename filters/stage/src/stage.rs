@@ -31,7 +31,9 @@ pub struct LocalReply {
     /// Headers with an invalid name or a CR, LF or NUL in the value are
     /// dropped when sent.
     pub headers: Vec<(Text, Text)>,
-    pub body: Vec<u8>,
+    /// Shared text, so a reply prepared once (authn's 401s) is cloned
+    /// without copying.
+    pub body: Text,
     /// For gRPC requests; `None` lets Envoy derive it from `status`
     /// (403 → PERMISSION_DENIED, 429/503 → UNAVAILABLE, ...).
     pub grpc_status: Option<u32>,
@@ -41,7 +43,7 @@ pub struct LocalReply {
 }
 
 impl LocalReply {
-    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+    pub fn new(status: u16, body: impl Into<Text>) -> Self {
         Self {
             status,
             headers: Vec::new(),

@@ -270,7 +270,7 @@ fn a_local_reply_stops_the_chain() {
     );
     assert_eq!(d.proxy.replies.len(), 1);
     assert_eq!(d.proxy.replies[0].status, 403);
-    assert_eq!(d.proxy.replies[0].body, b"go away");
+    assert_eq!(d.proxy.replies[0].body.as_bytes(), b"go away");
     assert_eq!(d.proxy.resumed, 0);
     assert_eq!(d.proxy.counter("tagger_hits"), 0);
     assert!(s.stream.replied());
@@ -288,7 +288,7 @@ fn failed_and_undispatchable_callouts_fail_closed() {
     let (s, flow) = d.request(&[(":path", "/")], true);
     assert_eq!(flow, Flow::Pause);
     assert!(d.proxy.calls.is_empty());
-    assert_eq!(d.proxy.replies[0].body, b"no auth cluster");
+    assert_eq!(d.proxy.replies[0].body.as_bytes(), b"no auth cluster");
     assert_eq!(s.stream.waiting_on(), None);
 }
 

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::filters;
+use meshguard_stage::Stage;
 use crate::rules;
 use crate::yaml::{self, child, index, Located};
 use types::*;
@@ -767,7 +768,13 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
     // Filters.
     let mut out_filters = Vec::new();
     let mut experiments_used = false;
-    for (name, v) in section(cx, doc, "filters") {
+    let filter_entries = section(cx, doc, "filters");
+    // The accesslog runs as its own module: authn hands it the verified
+    // identity through filter state, which authn only writes when asked.
+    let logs_identity = filter_entries
+        .iter()
+        .any(|(n, _)| n == meshguard_accesslog::AccessLog::NAME);
+    for (name, v) in filter_entries {
         let at = child("filters", &name);
         let f = match filters::find(&name) {
             Ok(f) => f,
@@ -815,6 +822,12 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
         if !config.is_object() {
             cx.err(&config_at, "expected a mapping (the filter's pluginConfig)");
             continue;
+        }
+        if f.name == meshguard_authn::Authn::NAME
+            && logs_identity
+            && config.get("identity_filter_state").is_none()
+        {
+            config["identity_filter_state"] = Value::Bool(true);
         }
         if f.takes_experiments {
             if config.get("experiments").is_some() {

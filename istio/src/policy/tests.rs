@@ -492,3 +492,38 @@ fn no_input_panics_and_every_error_names_the_file() {
     }
     assert!(failing > inputs.len() / 2, "most cut inputs are invalid");
 }
+
+/// authn writes the identity to filter state only when asked (a host call
+/// per request); a policy that also deploys the accesslog (another module,
+/// which reads it there) asks for it, unless the user said otherwise.
+#[test]
+fn authn_hands_the_identity_to_the_accesslog_only_when_both_deploy() {
+    let authn = |extra: &str| {
+        format!(
+            "  authn:
+    version: '1'
+    digest: sha256:{DIGEST}
+    config:
+      providers:
+      - name: idp
+        algorithms: [RS256]
+        jwks: {{remote: {{cluster: idp, path: /jwks}}}}
+      rules:
+      - requires: {{any: [idp]}}
+{extra}"
+        )
+    };
+    let accesslog = format!("  accesslog:\n    version: '1'\n    digest: sha256:{DIGEST}\n");
+    let flag = |text: String| {
+        let r = resolve(&text, None);
+        let res = render::resources(&r, Wiring::WasmPlugin).unwrap();
+        doc(&res, "WasmPlugin", "authn")["spec"]["pluginConfig"]["identity_filter_state"].clone()
+    };
+    let with = |filters: String| base().replace("filters:\n", &format!("filters:\n{filters}"));
+    assert_eq!(flag(with(authn(""))), Value::Null);
+    assert_eq!(flag(with(authn("") + &accesslog)), json!(true));
+    assert_eq!(
+        flag(with(authn("      identity_filter_state: false\n") + &accesslog)),
+        json!(false)
+    );
+}
