@@ -160,7 +160,10 @@ fn plain_header(bytes: &[u8]) -> Option<Plain<'_>> {
             return None;
         }
         let start = i + 1;
-        let len = b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = b
+            .get(start..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
         let end = start + len;
         if b.get(end) != Some(&b'"') {
             return None;
@@ -615,8 +618,25 @@ mod tests {
             assert!(plain_header(t.as_bytes()).is_none(), "{t}");
         }
         let parts = [
-            "{", "}", "\"alg\"", "\"kid\"", "\"typ\"", "\"crit\"", "\"RS256\"", "\"k\"",
-            ":", ",", " ", "\\", "\"", "5", "null", "[", "]", "\u{e9}", "\n",
+            "{",
+            "}",
+            "\"alg\"",
+            "\"kid\"",
+            "\"typ\"",
+            "\"crit\"",
+            "\"RS256\"",
+            "\"k\"",
+            ":",
+            ",",
+            " ",
+            "\\",
+            "\"",
+            "5",
+            "null",
+            "[",
+            "]",
+            "\u{e9}",
+            "\n",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
@@ -640,7 +660,8 @@ mod tests {
             let members: Vec<String> = (0..next() % 4)
                 .map(|_| {
                     let k = ["\"alg\"", "\"kid\"", "\"typ\"", "\"x\""][(next() % 4) as usize];
-                    let v = ["\"RS256\"", "\"k1\"", "\"\"", "1", "\"a\\\"b\""][(next() % 5) as usize];
+                    let v =
+                        ["\"RS256\"", "\"k1\"", "\"\"", "1", "\"a\\\"b\""][(next() % 5) as usize];
                     format!("{k}:{v}")
                 })
                 .collect();

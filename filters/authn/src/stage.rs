@@ -729,14 +729,11 @@ impl Authn {
     }
 
     fn invalid(&self, why: Invalid, cx: &mut Cx<'_>) -> Step {
-        let batched = Invalid::ALL
-            .iter()
-            .position(|i| *i == why)
-            .and_then(|at| {
-                let mut vm = self.vm.try_borrow_mut().ok()?;
-                *vm.batched_invalid.get_mut(at)? += 1;
-                Some(())
-            });
+        let batched = Invalid::ALL.iter().position(|i| *i == why).and_then(|at| {
+            let mut vm = self.vm.try_borrow_mut().ok()?;
+            *vm.batched_invalid.get_mut(at)? += 1;
+            Some(())
+        });
         if batched.is_none() {
             if let Some((_, id)) = self.m.denied.iter().find(|(i, _)| *i == why) {
                 cx.count(*id);

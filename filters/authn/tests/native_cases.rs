@@ -49,7 +49,11 @@ fn exchange(d: &mut Driver<(Authn,)>, req: &[(String, String)]) -> Seen {
             .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
         return (
             None,
-            Some((r.status, www, String::from_utf8_lossy(r.body.as_bytes()).into_owned())),
+            Some((
+                r.status,
+                www,
+                String::from_utf8_lossy(r.body.as_bytes()).into_owned(),
+            )),
         );
     }
     assert_eq!(flow, Flow::Continue, "request paused without a reply");

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::filters;
-use meshguard_stage::Stage;
 use crate::rules;
 use crate::yaml::{self, child, index, Located};
+use meshguard_stage::Stage;
 use types::*;
 
 /// The service-governance baseline every service starts from (then

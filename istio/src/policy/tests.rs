@@ -523,7 +523,9 @@ fn authn_hands_the_identity_to_the_accesslog_only_when_both_deploy() {
     assert_eq!(flag(with(authn(""))), Value::Null);
     assert_eq!(flag(with(authn("") + &accesslog)), json!(true));
     assert_eq!(
-        flag(with(authn("      identity_filter_state: false\n") + &accesslog)),
+        flag(with(
+            authn("      identity_filter_state: false\n") + &accesslog
+        )),
         json!(false)
     );
 }
