@@ -591,6 +591,7 @@ impl Stage for Authn {
             }
         }
         self.sweep(cx.host(), &mut bumps);
+        self.adopt_shared_hash_key(cx.host());
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             if vm.batched_allowed > 0 {
                 next_bump(
@@ -926,6 +927,26 @@ impl Authn {
             vm.l1 = Some(cache::L1::new(seed));
         }
         Some(t)
+    }
+
+    /// Shared data has no "create if absent": workers starting together can
+    /// each write their own random cache key, and the last write wins. A
+    /// worker that took an earlier one would tag differently from the rest
+    /// (its lookups would all miss); the timer brings it to the shared key.
+    fn adopt_shared_hash_key(&self, host: &mut dyn Host) {
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            return;
+        };
+        let Some(mine) = vm.tagger.as_ref().map(|t| t.key) else {
+            return;
+        };
+        if let Some((shared, _)) = host.shared_get(HASH_KEY) {
+            if shared.len() == 16 && shared != mine {
+                // Made again from the shared key on the next request.
+                vm.tagger = None;
+                vm.l1 = None;
+            }
+        }
     }
 
     /// Re-reads a provider's shared key set if it changed.

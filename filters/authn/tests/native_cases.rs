@@ -116,6 +116,33 @@ fn cache_hit_skips_signature_and_respects_exp() {
     assert_eq!(d.proxy.counter("meshguard_authn_denied.expired"), 1);
 }
 
+/// Workers starting together can each write their own random cache key
+/// (shared data has no create-if-absent; the last write wins). One that
+/// kept an earlier key would miss every entry the others tag: its timer
+/// brings it to the shared key, and it forgets what it tagged before.
+#[test]
+fn a_worker_with_a_stale_cache_key_adopts_the_shared_one() {
+    let mut d = driver(&cases::config());
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
+    assert!(exchange(&mut d, &req).0.is_some());
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 1);
+    // Another worker's key won the race.
+    let (mine, cas) = d.proxy.shared["meshguard.authn.hashkey"].clone();
+    let theirs: Vec<u8> = mine.iter().map(|b| b ^ 0xff).collect();
+    d.proxy
+        .shared
+        .insert("meshguard.authn.hashkey".into(), (theirs, cas + 1));
+    // Until the timer runs, this worker still answers from its own table.
+    assert!(exchange(&mut d, &req).0.is_some());
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 1);
+    d.tick();
+    // Now it tags with the shared key: its old entry is not found under it.
+    assert!(exchange(&mut d, &req).0.is_some());
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 2);
+    assert!(exchange(&mut d, &req).0.is_some());
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 2);
+}
+
 /// The filter alone (no normalizing proxy in front): a path the upstream
 /// could read as another is a 400 before any rule, with a valid token too.
 #[test]
