@@ -181,7 +181,9 @@ fn limited_answer_carries_retry_after_and_rate_headers() {
     let upstream = Upstream::start(&dir);
     let config = json!({
         "rules": [{"name": "login", "match": {"paths": [{"exact": "/login"}]},
-                   "key": ["client_ip"], "limit": {"requests": 2, "per": "second"}}],
+                   "key": ["client_ip"], "limit": {"requests": 2, "per": "second"}},
+                  {"name": "once", "match": {"paths": [{"exact": "/once"}]},
+                   "key": ["client_ip"], "limit": {"requests": 1, "per": "minute"}}],
         "response_headers": {"on_allowed": true}
     });
     let envoy = envoy_with(&dir, upstream.port, config, 2);
@@ -200,6 +202,14 @@ fn limited_answer_carries_retry_after_and_rate_headers() {
     let body: Value = serde_json::from_slice(&r.body).expect("JSON body");
     assert_eq!(body["error"], "rate_limited");
     assert_eq!(body["rule"], "login");
+    // Other spellings of a path are that path (the upstream reads `;`
+    // parameters and escapes away; Envoy leaves them): they spend and meet
+    // its bucket.
+    assert_eq!(envoy.get("/once", &[]).status, 200);
+    for spelling in ["/once;jsessionid=1", "/%6fnce", "/x/..;/once", "//once"] {
+        let r = envoy.get(spelling, &[]);
+        assert_eq!(r.status, 429, "{spelling}: {}", r.body_text());
+    }
     // Other paths are not limited; after a second the client may go again.
     assert_eq!(envoy.get("/other", &[]).status, 200);
     std::thread::sleep(Duration::from_millis(1100));

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use meshguard_common::config::{ConfigError, JsonPath};
-use meshguard_common::headers::{host_without_port, path_only, HostPattern};
+use meshguard_common::headers::{host_without_port, HostPattern};
 use meshguard_common::metrics::name;
+use meshguard_common::path::normalized;
 use meshguard_stage::{
     Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Request,
     Response, RootCx, SharedWrite, Stage, Step,
@@ -68,10 +69,12 @@ impl Matcher {
             }
         }
         if !self.paths.is_empty() {
-            let path = rq.header(":path").map(path_only);
+            // As the upstream will read it: `//limited` or `/x/../limited`
+            // must not slip past a rule for `/limited`.
+            let path = rq.header(":path").map(normalized);
             let ok = path.is_some_and(|p| {
                 self.paths.iter().any(|m| match m {
-                    PathMatch::Exact(e) => p == e.as_bytes(),
+                    PathMatch::Exact(e) => *p == *e.as_bytes(),
                     PathMatch::Prefix(pre) => p.starts_with(pre.as_bytes()),
                 })
             });
@@ -408,7 +411,8 @@ impl RateLimit {
                     .get_or_insert_with(|| self.client_ip(rq, cx.host()))
                     .as_ref()
                     .map(|s| s.as_bytes().to_vec()),
-                KeyPart::Path => rq.header(":path").map(|p| path_only(p).to_vec()),
+                // Every spelling of a path shares its bucket.
+                KeyPart::Path => rq.header(":path").map(|p| normalized(p).into_owned()),
                 KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
             };
             let value = match (value, &rule.missing) {

@@ -339,6 +339,20 @@ pub const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "other spellings of a path match its rule and share its bucket: //, dot segments, escapes, ;params",
+        config: CONFIG,
+        steps: &[
+            Step::Send(&[(":method", "POST"), (":path", "//login"), (":authority", "shop")], A, ALLOWED),
+            Step::Send(&[(":method", "POST"), (":path", "/x/../login"), (":authority", "shop")], A, ALLOWED),
+            Step::Send(&[(":method", "POST"), (":path", "/%6cogin;jsessionid=1"), (":authority", "shop")], A, LIMITED),
+            Step::Send(&[(":method", "POST"), (":path", "/x/%2e%2e/login"), (":authority", "shop")], A, LIMITED),
+            // The path part of a key: `/plan//a` is `/plan/a`'s bucket.
+            Step::Send(&[(":path", "/plan/a"), ("x-plan", "free"), ("x-user-id", "u2")], B, ALLOWED),
+            Step::Send(&[(":path", "/plan//a"), ("x-plan", "free"), ("x-user-id", "u2")], B, LIMITED),
+            Step::Send(&[(":path", "/plan/./a/"), ("x-plan", "free"), ("x-user-id", "u2")], B, ALLOWED),
+        ],
+    },
+    Case {
         name: "apply all: every matching rule spends; the first that refuses answers",
         config: CONFIG_ALL,
         steps: &[
