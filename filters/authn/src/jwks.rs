@@ -11,10 +11,12 @@
 //! - `meshguard.authn.oidc.<p>`: `authority\npath` of the discovered
 //!   `jwks_uri`.
 //!
-//! Proxy-wasm shared data has no "create if absent": the very first lock
-//! write after start can succeed in two workers at once, so the first fetch
-//! may happen once per worker. After that the CAS makes it one at a time.
+//! The lock is taken with compare-and-swap; the very first one, when the
+//! key does not exist yet, with `meshguard_stage::host::CREATE_ONLY` (the
+//! write creates the key only if no other worker did), so even the first
+//! fetch after start happens once, not once per worker.
 
+use meshguard_stage::host::CREATE_ONLY;
 use meshguard_stage::{Host, SharedWrite};
 
 pub fn jwks_key(p: &str) -> String {
@@ -56,7 +58,7 @@ pub fn try_acquire(
     timeout_ms: u64,
 ) -> bool {
     let key = lock_key(p);
-    let (value, cas) = host.shared_get(&key).unwrap_or_default();
+    let (value, cas) = host.shared_get(&key).unwrap_or((Vec::new(), CREATE_ONLY));
     let busy_until = u64_at(&value, 0);
     let last = u64_at(&value, 8);
     if now_ms < busy_until {

@@ -10,6 +10,7 @@ use meshguard_authn_crypto::Alg;
 use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::{host_without_port, path_only, HeaderSource, HostPattern};
 use meshguard_common::metrics::name;
+use meshguard_stage::host::CREATE_ONLY;
 use meshguard_stage::{
     Cx, Facts, Host, HttpCallout, Identity, LocalReply, MetricId, MetricsRegistry, Needs, Reply,
     Request, RootCx, SharedWrite, Stage, Step, Token,
@@ -909,7 +910,9 @@ impl Authn {
                 if !host.random(&mut k) {
                     return None;
                 }
-                let _ = host.shared_set(HASH_KEY, &k, 0);
+                // Only if still absent: the first worker's key wins and
+                // every other reads it (see `adopt_shared_hash_key`).
+                let _ = host.shared_set(HASH_KEY, &k, CREATE_ONLY);
                 host.shared_get(HASH_KEY)
                     .map(|(v, _)| v)
                     .filter(|v| v.len() == 16)?
@@ -929,10 +932,11 @@ impl Authn {
         Some(t)
     }
 
-    /// Shared data has no "create if absent": workers starting together can
-    /// each write their own random cache key, and the last write wins. A
-    /// worker that took an earlier one would tag differently from the rest
-    /// (its lookups would all miss); the timer brings it to the shared key.
+    /// The cache key is written only if absent (`CREATE_ONLY`), so workers
+    /// starting together agree on the first one. Should a worker still hold
+    /// another (the CAS trick's 2^-32 case, or a host that replaces on any
+    /// write), it would tag differently from the rest and all its lookups
+    /// would miss: the timer brings it to the shared key.
     fn adopt_shared_hash_key(&self, host: &mut dyn Host) {
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return;

@@ -11,6 +11,7 @@ use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::{host_without_port, HostPattern};
 use meshguard_common::metrics::name;
 use meshguard_common::path::normalized;
+use meshguard_stage::host::CREATE_ONLY;
 use meshguard_stage::{
     Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Request,
     Response, RootCx, SharedWrite, Stage, Step,
@@ -572,14 +573,15 @@ fn take_in(
     let mut created_placeholder = false;
     for _ in 0..CAS_TRIES {
         let Some((value, cas)) = host.shared_get(&skey) else {
-            // A never-used slot. Proxy-wasm cannot create a key only if it
-            // is absent, so the slot gets an empty value first (a free
-            // slot), and the bucket goes in with compare-and-swap.
+            // A never-used slot: it gets an empty value (a free slot) only
+            // if still absent — an unconditional write here could wipe a
+            // bucket another worker just put in (tokens spent, forgotten) —
+            // and the bucket goes in with compare-and-swap.
             if created_placeholder {
                 return (Outcome::Error, false, false);
             }
             created_placeholder = true;
-            match host.shared_set(&skey, &[], 0) {
+            match host.shared_set(&skey, &[], CREATE_ONLY) {
                 SharedWrite::Written | SharedWrite::CasMismatch => continue,
                 SharedWrite::Failed => return (Outcome::Error, false, false),
             }
@@ -610,4 +612,84 @@ fn take_in(
         rule.name
     );
     (Outcome::Error, false, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshguard_common::config::JsonPath;
+    use meshguard_stage::host::NoMetrics;
+    use std::collections::HashMap;
+    use std::time::SystemTime;
+
+    /// Shared data with Envoy's semantics, where another worker creates
+    /// and spends the slot between this worker's read and its write.
+    struct Racing {
+        map: HashMap<String, (Vec<u8>, u32)>,
+        next_cas: u32,
+        /// Written right after the first read of a missing key.
+        other: Option<Vec<u8>>,
+    }
+
+    impl Host for Racing {
+        fn now(&self) -> SystemTime {
+            SystemTime::UNIX_EPOCH
+        }
+        fn random(&mut self, _: &mut [u8]) -> bool {
+            false
+        }
+        fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.map.get(key).cloned()
+        }
+        fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+            if let Some(other) = self.other.take() {
+                // The other worker got in first: it created the slot and
+                // put its bucket in.
+                self.next_cas += 1;
+                self.map.insert(key.to_string(), (other, self.next_cas));
+            }
+            if let Some((_, c)) = self.map.get(key) {
+                if cas != 0 && cas != *c {
+                    return SharedWrite::CasMismatch;
+                }
+            }
+            self.next_cas += 1;
+            self.map
+                .insert(key.to_string(), (value.to_vec(), self.next_cas));
+            SharedWrite::Written
+        }
+        fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
+            None
+        }
+        fn set_property(&mut self, _: &[&str], _: &[u8]) -> bool {
+            false
+        }
+    }
+
+    /// Both workers found the slot missing; the other one created it and
+    /// spent a token first. This worker's creation must not wipe that
+    /// bucket: it spends from it, so two requests cost two tokens.
+    #[test]
+    fn creating_a_slot_never_wipes_another_workers_bucket() {
+        let config: RateLimitConfig = serde_json::from_str(
+            r#"{"rules":[{"name":"r","key":["path"],"limit":{"requests":5,"per":"minute"}}]}"#,
+        )
+        .unwrap();
+        let rl = RateLimit::build(config, &JsonPath::root(), &mut NoMetrics).unwrap();
+        let rule = &rl.rules[0];
+        let key = b"k".as_slice();
+        let now = 1_000_000_000_000;
+        let (spent, _) = Bucket::full(&rule.limit, now).take(&rule.limit, now);
+        let mut host = Racing {
+            map: HashMap::new(),
+            next_cas: 0,
+            other: Some(bucket::encode(rule.fingerprint, &spent, key)),
+        };
+        let (outcome, _, _) = take_in(0, rule, key, now, &mut host);
+        let Outcome::Taken(t) = outcome else {
+            panic!("no decision");
+        };
+        assert!(t.allowed);
+        assert_eq!(t.remaining, 3, "5 tokens, two requests");
+    }
 }

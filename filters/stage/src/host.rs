@@ -70,6 +70,19 @@ pub enum SharedWrite {
     Failed,
 }
 
+/// The CAS to write a shared-data key only if it does not exist yet.
+///
+/// Proxy-wasm has no "create if absent", and a write with CAS 0 replaces
+/// whatever is there: two workers that both read "not found" and then
+/// write unconditionally can wipe each other's work (a rate-limit bucket
+/// with tokens spent). But Envoy (proxy-wasm-cpp-host `SharedData::set`)
+/// checks a non-zero CAS only against an *existing* key and creates a
+/// missing one whatever the CAS: a write with a CAS no live key holds
+/// creates the key or fails with [`SharedWrite::CasMismatch`]. CAS values
+/// come from one process-wide counter that skips 0, so an existing key
+/// holds this one only after 2^32 writes and then with odds 2^-32.
+pub const CREATE_ONLY: u32 = u32::MAX;
+
 /// What a stage may ask of the proxy. Object-safe: stages receive
 /// `&mut dyn Host`, so one stage implementation serves every host.
 /// Callouts are not here: they go through [`crate::Cx::http_call`] /
@@ -82,7 +95,9 @@ pub trait Host {
     fn random(&mut self, buf: &mut [u8]) -> bool;
     /// Value and CAS token of a shared-data key, shared by every worker.
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// Writes `value` if the key's CAS is still `cas` (0 = unconditional).
+    /// Writes `value` if the key's CAS is still `cas` (0 = unconditional;
+    /// a missing key is created whatever `cas` is, as in Envoy: see
+    /// [`CREATE_ONLY`]).
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> SharedWrite;
     /// A proxy property (`["source", "address"]`), raw bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;

@@ -158,10 +158,13 @@ impl Host for FakeProxy {
         self.shared.get(key).cloned()
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        let current = self.shared.get(key).map(|(_, c)| *c).unwrap_or(0);
-        if cas != 0 && cas != current {
-            return SharedWrite::CasMismatch;
-        }
+        // As Envoy: the CAS is checked against an existing key only; a
+        // missing key is created whatever the CAS.
+        let current = match self.shared.get(key) {
+            Some((_, c)) if cas != 0 && cas != *c => return SharedWrite::CasMismatch,
+            Some((_, c)) => *c,
+            None => 0,
+        };
         self.shared
             .insert(key.to_string(), (value.to_vec(), current + 1));
         SharedWrite::Written
