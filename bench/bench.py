@@ -232,10 +232,13 @@ def native_jwt_authn(cache):
     }]
 
 
-def rl_config(per_second):
+def rl_config(per_second, max_keys=None):
     """One rule, keyed on the identity header, `per_second` with that burst."""
-    return {"rules": [{"name": "bench", "key": ["header"],
-                       "limit": {"requests": per_second, "per": "second", "burst": per_second}}]}
+    cfg = {"rules": [{"name": "bench", "key": ["header"],
+                      "limit": {"requests": per_second, "per": "second", "burst": per_second}}]}
+    if max_keys:
+        cfg["max_keys"] = max_keys
+    return cfg
 
 
 def native_local_ratelimit(per_second):
@@ -303,6 +306,14 @@ VARIANTS = [
     {"name": "meshguard ratelimit high limit (wasm)", "group": "ratelimit",
      "needs": {"dist/ratelimit.wasm": "make build"},
      "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config(1_000_000))]},
+    # 10 000 identities in turn (bench/wrk-10k-users.lua), each its own
+    # bucket, nothing limited: what many live keys cost (shared-data size,
+    # slot spread) against the one-key variant above. Native local_ratelimit
+    # has no per-key buckets to compare with.
+    {"name": "meshguard ratelimit 10 000 keys (wasm)", "group": "ratelimit",
+     "script": "bench/wrk-10k-users.lua", "needs": {"dist/ratelimit.wasm": "make build"},
+     "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"),
+                                     rl_config(1_000_000, max_keys=20_000))]},
     {"name": "native local_ratelimit (low limit)", "group": "ratelimit", "non_2xx": "mixed",
      "filters": lambda: native_local_ratelimit(1)},
     {"name": "meshguard ratelimit low limit (wasm)", "group": "ratelimit", "non_2xx": "mixed",
@@ -379,6 +390,8 @@ class Envoy:
         self.port, self.admin = free_port(), free_port()
         name = variant["name"]
         self.headers = variant.get("headers", REQUEST_HEADERS)
+        # A wrk Lua script that writes each request itself (varying keys).
+        self.script = variant.get("script")
         self.non_2xx = variant.get("non_2xx", False)
         self.cfg = os.path.join(workdir, re.sub(r"\W+", "_", name) + ".json")
         with open(self.cfg, "w") as f:
@@ -447,6 +460,8 @@ def wrk(prefix, envoy, conns, duration):
     cmd = prefix + ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
     for h in envoy.headers:
         cmd += ["-H", h]
+    if envoy.script:
+        cmd += ["-s", repo_path(envoy.script)]
     cmd.append(f"http://127.0.0.1:{envoy.port}{REQUEST_PATH}")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

@@ -125,6 +125,12 @@ fn identity(up: &Headers, _: &[String]) -> Result<(), String> {
 const AUTHN: &str = "dist/authn.wasm";
 const AB: &str = "dist/ab-routing.wasm";
 const AL: &str = "dist/accesslog.wasm";
+const RL: &str = "dist/ratelimit.wasm";
+
+/// ratelimit as `make bench` runs it: one rule keyed on the identity
+/// header; a limit nothing reaches, and one (1 a second) that answers 429.
+const RL_HIGH_CONFIG: &str = r#"{"rules":[{"name":"bench","key":["header"],"limit":{"requests":1000000,"per":"second","burst":1000000}}]}"#;
+const RL_LOW_CONFIG: &str = r#"{"rules":[{"name":"bench","key":["header"],"limit":{"requests":1,"per":"second","burst":1}}]}"#;
 
 /// The config `make bench` runs accesslog with: the demo's (tags, query
 /// redaction, header allow-list), every request logged as a line.
@@ -336,6 +342,24 @@ pub fn paths() -> Vec<FuelPath> {
             config: AL_SHIP_CONFIG,
             // The record buffered as an OTLP logRecord (no line).
             request: request("shop.example.com", "/checkout", AL_CLIENT),
+            check: |_, _| Ok(()),
+        },
+        FuelPath {
+            name: "ratelimit/allowed",
+            module: RL,
+            build: AB_BUILD,
+            config: RL_HIGH_CONFIG,
+            request: request("shop.example.com", "/checkout", BENCH_CLIENT),
+            check: identity,
+        },
+        FuelPath {
+            name: "ratelimit/limited",
+            module: RL,
+            build: AB_BUILD,
+            config: RL_LOW_CONFIG,
+            // The harness clock stands still: after the warm-up request
+            // every one is over the limit.
+            request: request("shop.example.com", "/checkout", BENCH_CLIENT),
             check: |_, _| Ok(()),
         },
         FuelPath {

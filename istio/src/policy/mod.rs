@@ -769,9 +769,10 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
     let mut out_filters = Vec::new();
     let mut experiments_used = false;
     let filter_entries = section(cx, doc, "filters");
-    // The accesslog runs as its own module: authn hands it the verified
-    // identity through filter state, which authn only writes when asked.
-    let logs_identity = filter_entries
+    // The accesslog runs as its own module: authn and ratelimit hand it
+    // the identity and the decision through filter state, which they only
+    // write when asked.
+    let logs_facts = filter_entries
         .iter()
         .any(|(n, _)| n == meshguard_accesslog::AccessLog::NAME);
     for (name, v) in filter_entries {
@@ -823,11 +824,15 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
             cx.err(&config_at, "expected a mapping (the filter's pluginConfig)");
             continue;
         }
-        if f.name == meshguard_authn::Authn::NAME
-            && logs_identity
-            && config.get("identity_filter_state").is_none()
-        {
-            config["identity_filter_state"] = Value::Bool(true);
+        let publish_flag = match f.name {
+            n if n == meshguard_authn::Authn::NAME => Some("identity_filter_state"),
+            n if n == meshguard_ratelimit::RateLimit::NAME => Some("decision_filter_state"),
+            _ => None,
+        };
+        if let Some(flag) = publish_flag.filter(|_| logs_facts) {
+            if config.get(flag).is_none() {
+                config[flag] = Value::Bool(true);
+            }
         }
         if f.takes_experiments {
             if config.get("experiments").is_some() {

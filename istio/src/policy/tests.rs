@@ -497,7 +497,7 @@ fn no_input_panics_and_every_error_names_the_file() {
 /// per request); a policy that also deploys the accesslog (another module,
 /// which reads it there) asks for it, unless the user said otherwise.
 #[test]
-fn authn_hands_the_identity_to_the_accesslog_only_when_both_deploy() {
+fn authn_and_ratelimit_hand_their_facts_to_the_accesslog_only_when_it_deploys() {
     let authn = |extra: &str| {
         format!(
             "  authn:
@@ -514,11 +514,15 @@ fn authn_hands_the_identity_to_the_accesslog_only_when_both_deploy() {
         )
     };
     let accesslog = format!("  accesslog:\n    version: '1'\n    digest: sha256:{DIGEST}\n");
-    let flag = |text: String| {
-        let r = resolve(&text, None);
+    let ratelimit = format!(
+        "  ratelimit:\n    version: '1'\n    digest: sha256:{DIGEST}\n    config:\n      rules:\n      - {{name: r, limit: {{requests: 1, per: second}}}}\n"
+    );
+    let flag_of = |text: &str, plugin: &str, key: &str| {
+        let r = resolve(text, None);
         let res = render::resources(&r, Wiring::WasmPlugin).unwrap();
-        doc(&res, "WasmPlugin", "authn")["spec"]["pluginConfig"]["identity_filter_state"].clone()
+        doc(&res, "WasmPlugin", plugin)["spec"]["pluginConfig"][key].clone()
     };
+    let flag = |text: String| flag_of(&text, "authn", "identity_filter_state");
     let with = |filters: String| base().replace("filters:\n", &format!("filters:\n{filters}"));
     assert_eq!(flag(with(authn(""))), Value::Null);
     assert_eq!(flag(with(authn("") + &accesslog)), json!(true));
@@ -527,5 +531,16 @@ fn authn_hands_the_identity_to_the_accesslog_only_when_both_deploy() {
             authn("      identity_filter_state: false\n") + &accesslog
         )),
         json!(false)
+    );
+    // ratelimit's decision the same way.
+    let both = with(ratelimit.clone() + &accesslog);
+    assert_eq!(
+        flag_of(&both, "ratelimit", "decision_filter_state"),
+        json!(true)
+    );
+    let alone = with(ratelimit);
+    assert_eq!(
+        flag_of(&alone, "ratelimit", "decision_filter_state"),
+        Value::Null
     );
 }

@@ -28,12 +28,14 @@ pub const CONFIG: &str = r#"{
      "key": ["client_ip"], "limit": {"requests": 1, "per": "hour"}}
   ],
   "client_ip": {"trusted_hops": 1},
-  "response_headers": {"on_allowed": true}
+  "response_headers": {"on_allowed": true},
+  "decision_filter_state": true
 }"#;
 
 /// Every matching rule applies.
 pub const CONFIG_ALL: &str = r#"{
   "apply": "all",
+  "decision_filter_state": true,
   "rules": [
     {"name": "per-user", "key": ["header"], "limit": {"requests": 3, "per": "minute"}},
     {"name": "per-ip", "key": ["client_ip"], "limit": {"requests": 2, "per": "minute"}}
@@ -46,7 +48,16 @@ pub const CONFIG_FIRST: &str = r#"{
     {"name": "per-user", "key": ["header"], "limit": {"requests": 3, "per": "minute"}},
     {"name": "per-ip", "key": ["client_ip"], "limit": {"requests": 2, "per": "minute"}}
   ],
-  "response_headers": {"ietf": false}
+  "response_headers": {"ietf": false},
+  "decision_filter_state": true
+}"#;
+
+/// The default: no decision in filter state (a host call per request that
+/// only an accesslog in another module reads).
+pub const CONFIG_QUIET: &str = r#"{
+  "rules": [
+    {"name": "per-user", "key": ["header"], "limit": {"requests": 1, "per": "minute"}}
+  ]
 }"#;
 
 /// The filter state the request must leave (`meshguard.ratelimit`).
@@ -350,6 +361,22 @@ pub const CASES: &[Case] = &[
             Step::Send(&[(":path", "/plan/a"), ("x-plan", "free"), ("x-user-id", "u2")], B, ALLOWED),
             Step::Send(&[(":path", "/plan//a"), ("x-plan", "free"), ("x-user-id", "u2")], B, LIMITED),
             Step::Send(&[(":path", "/plan/./a/"), ("x-plan", "free"), ("x-user-id", "u2")], B, ALLOWED),
+        ],
+    },
+    Case {
+        name: "the decision reaches filter state only when decision_filter_state asks",
+        config: CONFIG_QUIET,
+        steps: &[
+            Step::Send(&[(":path", "/"), ("x-user-id", "quiet")], A, Want {
+                status: 200,
+                headers: &[("retry-after", None)],
+                state: State::Absent,
+            }),
+            Step::Send(&[(":path", "/"), ("x-user-id", "quiet")], A, Want {
+                status: 429,
+                headers: &[("retry-after", Some("60"))],
+                state: State::Absent,
+            }),
         ],
     },
     Case {
