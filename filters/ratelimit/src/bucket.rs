@@ -8,7 +8,8 @@
 //! `burst × period_ns` is at most 10^6 × 3.6·10^12 < 2^64.
 //!
 //! **Slots.** Shared data cannot delete a key, so a rule's buckets live in
-//! a fixed set of slots, `meshguard.rl.<rule>.<slot>`, with the slot chosen
+//! a fixed set of slots, `meshguard.rl.<plugin>.<rule>.<slot>` (`<plugin>`:
+//! a hash of the plugin's name, see [`slot_prefix`]), with the slot chosen
 //! by a hash of the key: the key count never exceeds `rules × max_keys`
 //! whatever the traffic. Each value holds the full key (keys over
 //! [`MAX_RAW_KEY`] bytes as a 128-bit hash), so a different key in the same
@@ -193,8 +194,28 @@ pub fn slot_of(rule: usize, key: &[u8], slots: u32) -> u32 {
     (h.finish() % u64::from(slots)) as u32
 }
 
-pub fn slot_key(rule: usize, slot: u32) -> String {
-    format!("meshguard.rl.{rule}.{slot}")
+/// `<prefix><rule>.<slot>`; the prefix names the plugin ([`slot_prefix`]).
+pub fn slot_key(prefix: &str, rule: usize, slot: u32) -> String {
+    format!("{prefix}{rule}.{slot}")
+}
+
+/// The slot keys' prefix for the plugin named `plugin_name` (Envoy's
+/// `plugin_name` property: the Wasm filter config's `name`, under Istio the
+/// WasmPlugin's `<namespace>.<name>`). Istio gives every WasmPlugin the
+/// same empty `vm_id`, so plugins on one proxy share one shared-data
+/// space: without the plugin in the key, two ratelimit plugins would both
+/// use `meshguard.rl.0.*`, each reading the other's buckets as an older
+/// config's and resetting them — neither limit would hold. Stable across
+/// config changes of one plugin, so the key count stays bounded.
+pub fn slot_prefix(plugin_name: Option<&[u8]>) -> String {
+    match plugin_name {
+        Some(name) if !name.is_empty() => {
+            let mut h = SipHasher13::new_with_keys(0x6d67_726c_706c_7567, 0);
+            h.write(name);
+            format!("meshguard.rl.{:016x}.", h.finish())
+        }
+        _ => "meshguard.rl.".to_string(),
+    }
 }
 
 pub fn encode(fingerprint: u64, b: &Bucket, key: &[u8]) -> Vec<u8> {

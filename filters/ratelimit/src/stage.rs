@@ -136,6 +136,8 @@ struct Vm {
     /// Per rule: allowed, limited, shadow-limited since the last tick.
     counts: Vec<[i64; 3]>,
     sweep_next: u64,
+    /// The slot keys' prefix, read once from the plugin's name.
+    prefix: Option<Rc<str>>,
 }
 
 /// The ratelimit stage.
@@ -236,6 +238,7 @@ impl Stage for RateLimit {
             vm: RefCell::new(Vm {
                 counts: vec![[0; 3]; rules.len()],
                 sweep_next: 0,
+                prefix: None,
             }),
             rules,
             apply: config.apply,
@@ -389,6 +392,19 @@ impl Stage for RateLimit {
 }
 
 impl RateLimit {
+    /// This plugin's slot-key prefix (`bucket::slot_prefix`), read from the
+    /// `plugin_name` property on first use.
+    fn slot_prefix(&self, host: &dyn Host) -> Rc<str> {
+        if let Some(p) = self.vm.try_borrow().ok().and_then(|vm| vm.prefix.clone()) {
+            return p;
+        }
+        let p: Rc<str> = bucket::slot_prefix(host.property(&["plugin_name"]).as_deref()).into();
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.prefix = Some(Rc::clone(&p));
+        }
+        p
+    }
+
     fn batch(&self, rule: usize, what: usize) {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             if let Some(c) = vm.counts.get_mut(rule).and_then(|c| c.get_mut(what)) {
@@ -449,7 +465,8 @@ impl RateLimit {
     /// Takes a token from `key`'s bucket, compare-and-swap against every
     /// other worker.
     fn take(&self, ri: usize, rule: &Rule, key: &[u8], now: u64, cx: &mut Cx<'_>) -> Outcome {
-        let (outcome, evicted, created) = take_in(ri, rule, key, now, cx.host());
+        let prefix = self.slot_prefix(cx.host());
+        let (outcome, evicted, created) = take_in(&prefix, ri, rule, key, now, cx.host());
         if evicted {
             cx.count(self.m.evictions);
         }
@@ -465,6 +482,7 @@ impl RateLimit {
         if self.total_slots == 0 {
             return;
         }
+        let prefix = self.slot_prefix(cx.host());
         let now = now_ns(cx.host());
         let n = self
             .total_slots
@@ -479,7 +497,7 @@ impl RateLimit {
             let Some(rule) = self.rules.get(ri) else {
                 break;
             };
-            let skey = bucket::slot_key(ri, slot);
+            let skey = bucket::slot_key(&prefix, ri, slot);
             if let Some((value, cas)) = cx.host().shared_get(&skey) {
                 if !value.is_empty() {
                     let decoded = bucket::decode(&value);
@@ -562,6 +580,7 @@ impl RateLimit {
 /// [`RateLimit::take`] against the host: (outcome, another key's bucket
 /// was taken over, a bucket went into a free slot).
 fn take_in(
+    prefix: &str,
     ri: usize,
     rule: &Rule,
     key: &[u8],
@@ -569,7 +588,7 @@ fn take_in(
     host: &mut dyn Host,
 ) -> (Outcome, bool, bool) {
     let slot = bucket::slot_of(ri, key, rule.slots);
-    let skey = bucket::slot_key(ri, slot);
+    let skey = bucket::slot_key(prefix, ri, slot);
     let mut created_placeholder = false;
     for _ in 0..CAS_TRIES {
         let Some((value, cas)) = host.shared_get(&skey) else {
@@ -685,7 +704,7 @@ mod tests {
             next_cas: 0,
             other: Some(bucket::encode(rule.fingerprint, &spent, key)),
         };
-        let (outcome, _, _) = take_in(0, rule, key, now, &mut host);
+        let (outcome, _, _) = take_in("meshguard.rl.", 0, rule, key, now, &mut host);
         let Outcome::Taken(t) = outcome else {
             panic!("no decision");
         };

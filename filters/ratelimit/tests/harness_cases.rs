@@ -183,6 +183,42 @@ fn two_vms_on_two_threads_share_one_bucket_exactly() {
     assert_eq!(admitted + refused, 2 * STEPS * 3);
 }
 
+/// Istio gives every WasmPlugin an empty vm_id, so two ratelimit plugins on
+/// one proxy share one shared-data space. Each keeps its own buckets (the
+/// plugin's name is in the slot key): interleaved, each limit holds.
+#[test]
+fn two_plugins_in_one_vm_id_keep_their_own_buckets() {
+    let h = Harness::new();
+    let start = |plugin: &str, requests: u32| {
+        let config = format!(
+            r#"{{"rules": [{{"name": "r", "key": ["header"], "limit": {{"requests": {requests}, "per": "minute"}}}}]}}"#
+        );
+        let mut vm = h
+            .vm(&module(&h))
+            .vm_id("")
+            .plugin_name(plugin)
+            .start()
+            .unwrap();
+        assert!(
+            vm.configure(config.as_bytes()).unwrap(),
+            "{}",
+            vm.log_text()
+        );
+        vm
+    };
+    let mut strict = start("shop.strict", 2);
+    let mut loose = start("shop.loose", 100);
+    let req = || Headers::from_pairs(&[(":path", "/"), ("x-user-id", "alice")]);
+    let mut strict_statuses = Vec::new();
+    for _ in 0..4 {
+        strict_statuses.push(send(&mut strict, req(), "10.0.0.1:1").0);
+        assert_eq!(send(&mut loose, req(), "10.0.0.1:1").0, 200);
+    }
+    assert_eq!(strict_statuses, [200, 200, 429, 429]);
+    let keys = h.shared_data_keys("");
+    assert_eq!(keys.len(), 2, "one slot per plugin: {keys:?}");
+}
+
 /// 50 000 distinct clients through the module, 2 000 slots: the shared-data
 /// key count stops at 2 000 and stays there; the gauge of live buckets
 /// never passes it; the timer empties idle buckets.
