@@ -115,17 +115,39 @@ impl Jws<'_> {
     }
 }
 
-/// The JOSE header members this filter reads.
-#[derive(serde::Deserialize)]
-struct JoseHeader<'a> {
-    #[serde(default)]
-    alg: Option<Value>,
-    #[serde(default, borrow)]
-    kid: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<de::IgnoredAny>,
-    #[serde(default)]
-    b64: Option<Value>,
+/// The JOSE header members this filter reads, from any header the plain
+/// scanner leaves to the strict parser: an object (an array is malformed,
+/// though serde would read a struct from one), no member twice at any
+/// depth, `crit` or `b64` present at all (even `null`) an extension.
+struct JoseHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    extension: bool,
+}
+
+impl JoseHeader {
+    fn parse(bytes: &[u8]) -> Result<Self, Invalid> {
+        let mut m = strict_object(bytes).ok_or(Invalid::Malformed)?;
+        let alg = match m.remove("alg") {
+            Some(Value::String(a)) => Some(a),
+            _ => None,
+        };
+        let kid = match m.remove("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k),
+            Some(_) => return Err(Invalid::Malformed),
+        };
+        // RFC 7515 §4.1.11: every listed extension must be understood;
+        // this filter understands none. RFC 7797 unencoded payloads (`b64`
+        // other than true) are not supported.
+        let extension =
+            m.contains_key("crit") || m.get("b64").is_some_and(|b| *b != Value::Bool(true));
+        Ok(Self {
+            alg,
+            kid,
+            extension,
+        })
+    }
 }
 
 /// Largest decoded JOSE header accepted (they are ~100 bytes).
@@ -133,10 +155,10 @@ const MAX_HEADER: usize = 2048;
 
 /// `alg` and `kid` of a plain JOSE header: a JSON object whose members
 /// are all strings without escapes or control characters, with no `crit`
-/// or `b64` member and no second `alg` or `kid`. For such a header serde
-/// (`JoseHeader`) returns the same `alg` and `kid` and no extension; for
-/// anything else this returns `None` and serde decides (tested against
-/// serde in `plain_header_agrees_with_serde`).
+/// or `b64` member and no member twice. For such a header the strict
+/// parser (`JoseHeader::parse`) returns the same `alg` and `kid` and no
+/// extension; for anything else this returns `None` and the strict parser
+/// decides (tested against it in `plain_header_agrees_with_serde`).
 #[derive(Debug, PartialEq, Eq)]
 struct Plain<'a> {
     alg: Option<&'a str>,
@@ -179,6 +201,8 @@ fn plain_header(bytes: &[u8]) -> Option<Plain<'_>> {
         alg: None,
         kid: None,
     };
+    // Headers have a handful of members: a linear scan is cheapest.
+    let mut names: Vec<&str> = Vec::new();
     if b.get(i) == Some(&b'}') {
         return (ws(i + 1) == b.len()).then_some(plain);
     }
@@ -190,14 +214,16 @@ fn plain_header(bytes: &[u8]) -> Option<Plain<'_>> {
         }
         let (value, next) = string(ws(i + 1))?;
         i = ws(next);
-        let slot = match name {
-            "alg" => &mut plain.alg,
-            "kid" => &mut plain.kid,
-            "crit" | "b64" => return None,
-            _ => &mut None,
-        };
-        if slot.replace(value).is_some() {
+        // A member twice (any member: the strict parser refuses them all).
+        if names.contains(&name) {
             return None;
+        }
+        names.push(name);
+        match name {
+            "alg" => plain.alg = Some(value),
+            "kid" => plain.kid = Some(value),
+            "crit" | "b64" => return None,
+            _ => {}
         }
         match b.get(i) {
             Some(b',') => i = ws(i + 1),
@@ -230,25 +256,16 @@ pub fn parse<'t>(token: &'t str, max_len: usize, allowed: &[Alg]) -> Result<Jws<
     // serde's derive refuses a duplicated member it knows (a second `alg`,
     // `kid`, `crit`); members it does not know are never read. Objects
     // only: `[..]` or a string is malformed.
-    let serde_header: JoseHeader<'_>;
+    let strict: JoseHeader;
     let (alg, kid, extension) = match plain_header(&decoded) {
         Some(p) => (p.alg, p.kid, false),
         None => {
-            serde_header = serde_json::from_slice(&decoded).map_err(|_| Invalid::Malformed)?;
-            let alg = match &serde_header.alg {
-                Some(Value::String(a)) => Some(a.as_str()),
-                _ => None,
-            };
-            // RFC 7515 §4.1.11: every listed extension must be understood;
-            // this filter understands none, and `crit` must never be empty.
-            // RFC 7797 unencoded payloads (`b64` other than true) are not
-            // supported.
-            let extension = serde_header.crit.is_some()
-                || serde_header
-                    .b64
-                    .as_ref()
-                    .is_some_and(|b| *b != Value::Bool(true));
-            (alg, serde_header.kid.as_deref(), extension)
+            strict = JoseHeader::parse(&decoded)?;
+            (
+                strict.alg.as_deref(),
+                strict.kid.as_deref(),
+                strict.extension,
+            )
         }
     };
     let alg = Alg::from_jose(alg.ok_or(Invalid::Algorithm)?).ok_or(Invalid::Algorithm)?;
@@ -571,16 +588,11 @@ mod tests {
     #[test]
     fn plain_header_agrees_with_serde() {
         fn serde_view(b: &[u8]) -> Option<(Option<String>, Option<String>)> {
-            let h: JoseHeader<'_> = serde_json::from_slice(b).ok()?;
-            if h.crit.is_some() || h.b64.is_some() {
+            let h = JoseHeader::parse(b).ok()?;
+            if h.extension {
                 return None;
             }
-            let alg = match h.alg {
-                Some(Value::String(a)) => Some(a),
-                None => None,
-                Some(_) => return None,
-            };
-            Some((alg, h.kid.map(|k| k.into_owned())))
+            Some((h.alg, h.kid))
         }
         fn check(text: &str) -> bool {
             let Some(p) = plain_header(text.as_bytes()) else {
@@ -595,10 +607,24 @@ mod tests {
             r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#,
             r#" { "alg" : "RS256" } "#,
             "{}",
-            r#"{"typ":"JWT","typ":"x"}"#,
             "{\t\"kid\":\"\u{e9}\"\r\n}",
         ] {
             assert!(check(t), "{t}");
+        }
+        // Refused by the strict parser too: duplicates of any member, an
+        // array, `crit`/`b64` even when null.
+        for t in [
+            r#"{"alg":"RS256","typ":"JWT","typ":"x"}"#,
+            r#"["RS256","k"]"#,
+            r#"{"alg":"RS256","crit":null}"#,
+            r#"{"alg":"RS256","b64":null}"#,
+        ] {
+            assert!(plain_header(t.as_bytes()).is_none(), "{t}");
+            let refused = match JoseHeader::parse(t.as_bytes()) {
+                Err(_) => true,
+                Ok(h) => h.extension,
+            };
+            assert!(refused, "{t}");
         }
         for t in [
             r#"{"alg":"RS256","alg":"RS256"}"#,

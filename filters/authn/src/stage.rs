@@ -140,7 +140,16 @@ struct Local {
     /// CAS of the shared entry these keys were parsed from (0: none).
     cas: u32,
     fetched_at_ms: u64,
+    /// Until then an unknown `kid` is refused at once: no shared-data read
+    /// of the key set or the fetch lock, so a flood of junk kids costs
+    /// this worker one look per [`UNKNOWN_KID_QUIET_MS`]. Cleared when new
+    /// keys arrive.
+    quiet_until_ms: u64,
 }
+
+/// How long after looking for an unknown `kid` (re-reading the shared key
+/// set, asking for a fetch) a worker refuses unknown kids without looking.
+const UNKNOWN_KID_QUIET_MS: u64 = 100;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FetchKind {
@@ -319,6 +328,7 @@ impl Stage for Authn {
                 keys: Rc::new(keys),
                 cas: 0,
                 fetched_at_ms: 0,
+                quiet_until_ms: 0,
             });
             let n = p.name.as_str();
             providers.push(Provider {
@@ -978,6 +988,7 @@ impl Authn {
                 local.keys = Rc::new(set);
                 local.cas = cas;
                 local.fetched_at_ms = fetched;
+                local.quiet_until_ms = 0;
             }
             Err(e) => log::warn!("authn: shared JWKS of `{}` unusable: {e}", pr.name),
         }
@@ -1112,11 +1123,29 @@ impl Authn {
             None => !k.is_empty(),
         };
         if !inline && !known(&keys) {
+            let now = now_ms(cx.host());
+            let quiet = !keys.is_empty()
+                && self
+                    .vm
+                    .try_borrow()
+                    .ok()
+                    .and_then(|vm| vm.local.get(p).map(|l| now < l.quiet_until_ms))
+                    .unwrap_or(false);
+            if quiet {
+                return Err(Check::Bad(Invalid::UnknownKey));
+            }
             self.sync(p, cx.host());
             keys = self.keys(p);
         }
         if known(&keys) {
-            return Ok(keys);
+            // A key for this `alg` too (an RS256 token naming the EC key,
+            // or no kid when several keys fit, goes no further: no cache
+            // lookup, no signature).
+            let selected = keys.select(jws.kid.as_deref(), jws.alg).map(|_| ());
+            return match selected {
+                Ok(()) => Ok(keys),
+                Err(e) => Err(Check::Bad(e)),
+            };
         }
         if inline {
             return Err(Check::Bad(Invalid::UnknownKey));
@@ -1127,6 +1156,13 @@ impl Authn {
             Why::UnknownKid
         };
         let now = now_ms(cx.host());
+        if why == Why::UnknownKid {
+            if let Ok(mut vm) = self.vm.try_borrow_mut() {
+                if let Some(l) = vm.local.get_mut(p) {
+                    l.quiet_until_ms = now.saturating_add(UNKNOWN_KID_QUIET_MS);
+                }
+            }
+        }
         if !st.fetched
             && jwks::try_acquire(
                 cx.host(),

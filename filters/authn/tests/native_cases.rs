@@ -116,6 +116,39 @@ fn cache_hit_skips_signature_and_respects_exp() {
     assert_eq!(d.proxy.counter("meshguard_authn_denied.expired"), 1);
 }
 
+/// Junk is refused before the shared cache: a token naming a key that
+/// cannot verify its `alg`, an unknown kid, a bad header — none is looked
+/// up (no miss counted), none is verified.
+#[test]
+fn junk_never_reaches_the_shared_cache() {
+    let mut d = driver(&cases::config());
+    for tok in [
+        cases::Tok::SignedHeader(r#"{"alg":"RS256","kid":"demo-ec"}"#),
+        cases::Tok::UnknownKid,
+        cases::Tok::SignedHeader(r#"{"alg":"RS256","kid":"demo-rsa","crit":null}"#),
+        cases::Tok::BadJson,
+    ] {
+        let t = cases::mint(tok, T0 as i64);
+        let req = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), "/api".to_string()),
+            (":authority".to_string(), "shop.example.com".to_string()),
+            ("authorization".to_string(), format!("Bearer {t}")),
+        ];
+        let (_, reply) = exchange(&mut d, &req);
+        assert_eq!(reply.unwrap().0, 401, "{tok:?}");
+    }
+    assert_eq!(d.proxy.counter("meshguard_authn_cache_miss"), 0);
+    assert!(
+        d.proxy
+            .shared
+            .keys()
+            .all(|k| !k.starts_with("meshguard.authn.c.")),
+        "{:?}",
+        d.proxy.shared.keys()
+    );
+}
+
 /// Workers starting together can each write their own random cache key
 /// (shared data has no create-if-absent; the last write wins). One that
 /// kept an earlier key would miss every entry the others tag: its timer
@@ -278,13 +311,27 @@ fn unknown_kid_refetches_at_most_once_per_interval_and_garbage_keeps_old_keys() 
     let req = cases::bearer_request(cases::Tok::Rs256, T0);
     let (mut s, _) = d.request(&owned(&req), true);
     d.answer(&mut s, jwks_answer(cases::JWKS));
-    // A junk kid right after the fetch: no refetch (min interval 30 s).
+    // A junk kid right after the fetch: no refetch (min interval 30 s),
+    // and within a worker's quiet period (100 ms, the clock stands still
+    // here) no shared-data read either after the first look.
     let junk = cases::bearer_request(cases::Tok::UnknownKid, T0);
     let calls = d.proxy.calls.len();
+    assert_eq!(exchange(&mut d, &junk).1.unwrap().0, 401);
+    let reads = d.proxy.shared_reads.get();
     for _ in 0..50 {
         assert_eq!(exchange(&mut d, &junk).1.unwrap().0, 401);
     }
     assert_eq!(d.proxy.calls.len(), calls, "junk kids caused fetches");
+    assert_eq!(
+        d.proxy.shared_reads.get(),
+        reads,
+        "junk kids read shared data"
+    );
+    // After the quiet period a worker looks again (once).
+    d.proxy.now = Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 + 200));
+    assert_eq!(exchange(&mut d, &junk).1.unwrap().0, 401);
+    assert!(d.proxy.shared_reads.get() > reads);
+    assert_eq!(d.proxy.calls.len(), calls);
     // 31 s later an unknown kid may refetch; the server returns garbage.
     d.proxy.now = Some(UNIX_EPOCH + Duration::from_secs(T0 + 31));
     let (mut s, flow) = d.request(

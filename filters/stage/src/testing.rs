@@ -56,6 +56,8 @@ pub struct FakeProxy {
     pub calls: Vec<RecordedCall>,
     pub clusters: Vec<String>,
     pub shared: HashMap<String, (Vec<u8>, u32)>,
+    /// Shared-data reads so far (what a flood costs in host calls).
+    pub shared_reads: std::cell::Cell<u64>,
     pub properties: BTreeMap<Vec<String>, Vec<u8>>,
     metric_names: Vec<String>,
     pub metric_values: Vec<i64>,
@@ -155,6 +157,7 @@ impl Host for FakeProxy {
         true
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared_reads.set(self.shared_reads.get() + 1);
         self.shared.get(key).cloned()
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> SharedWrite {

@@ -114,6 +114,8 @@ pub enum Tok {
     OtherUser,
     /// Validly signed, but `sub` holds CR/LF: it cannot be a header value.
     CrlfSubject,
+    /// Validly signed (RS256, the demo key) under this raw JOSE header.
+    SignedHeader(&'static str),
 }
 
 fn b64(b: &[u8]) -> String {
@@ -252,6 +254,7 @@ pub fn mint(t: Tok, now: i64) -> String {
             &rsa(),
             Algorithm::RS256,
         ),
+        Tok::SignedHeader(h) => sign_raw(h, &base.to_string(), &rsa(), Algorithm::RS256),
         Tok::SignedByOtherKey => jsonwebtoken::encode(
             &header(Algorithm::RS256, "demo-rsa"),
             &base,
@@ -704,6 +707,26 @@ pub const CASES: &[Case] = &[
     bad("duplicate JSON members", Tok::DuplicateMember),
     bad("ES256 with a DER signature", Tok::Es256Der),
     bad("crit header parameter", Tok::Crit),
+    bad(
+        "crit header parameter set to null",
+        Tok::SignedHeader(r#"{"alg":"RS256","kid":"demo-rsa","crit":null}"#),
+    ),
+    bad(
+        "b64 header parameter set to null",
+        Tok::SignedHeader(r#"{"alg":"RS256","kid":"demo-rsa","b64":null}"#),
+    ),
+    bad(
+        "a JOSE header that is an array",
+        Tok::SignedHeader(r#"["RS256","demo-rsa"]"#),
+    ),
+    bad(
+        "a duplicate member in the JOSE header",
+        Tok::SignedHeader(r#"{"alg":"RS256","kid":"demo-rsa","typ":"JWT","typ":"JOSE"}"#),
+    ),
+    bad(
+        "an RSA algorithm naming the EC key",
+        Tok::SignedHeader(r#"{"alg":"RS256","kid":"demo-ec"}"#),
+    ),
     Case {
         name: "two different tokens",
         method: "GET",
