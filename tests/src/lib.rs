@@ -25,6 +25,20 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's output directory: `CARGO_TARGET_DIR` (relative to the repo
+/// root) when set, else `target/`.
+pub fn cargo_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// The `meshguard` CLI as `cargo build -p meshguard` (or `make cli`) left it.
+pub fn meshguard_bin() -> PathBuf {
+    cargo_target_dir().join("debug/meshguard")
+}
+
 /// Envoy from `$ENVOY_BIN` or the project venv. Fails (never skips) when
 /// missing, with the command that installs it.
 pub fn envoy_bin() -> PathBuf {

@@ -48,7 +48,7 @@ fn newest_mtime(dir: &Path) -> SystemTime {
 
 /// The CLI binary (`make cli`), refused when older than its sources.
 fn cli() -> PathBuf {
-    let bin = repo_root().join("target/debug/meshguard");
+    let bin = meshguard_bin();
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: run `make cli`", bin.display()));

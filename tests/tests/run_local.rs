@@ -35,7 +35,7 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
         .contains(&format!("http://127.0.0.1:{listen}/checkout/cart")));
 
     // authn then ab-routing: the verified subject is the sticky key.
-    let out = Command::new(repo_root().join("target/debug/meshguard"))
+    let out = Command::new(meshguard_bin())
         .args(["token", "--sub", "bob"])
         .output()
         .expect("meshguard token");
