@@ -207,8 +207,9 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(first8(&b))
 }
 
-pub fn slot_key(slot: u32) -> String {
-    format!("meshguard.authn.c.{slot}")
+/// `scope`: the plugin's (`meshguard_common::contract::plugin_scope`).
+pub fn slot_key(scope: &str, slot: u32) -> String {
+    format!("meshguard.authn.c.{scope}{slot}")
 }
 
 /// Shared-data value of a cache entry.

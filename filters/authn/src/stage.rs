@@ -22,7 +22,8 @@ use crate::jwks::{self, Why};
 use crate::jwt::{self, Invalid, TimeRules};
 use crate::keys::{self, KeySet};
 
-const HASH_KEY: &str = "meshguard.authn.hashkey";
+/// The cache's hash key, per plugin (`Authn::hash_key_name`).
+const HASH_KEY: &str = "hashkey";
 /// Slots the timer checks for expired entries per tick.
 const SWEEP_PER_TICK: u32 = 256;
 
@@ -176,6 +177,9 @@ struct Vm {
     /// flood of junk tokens costs no metric host call per request.
     batched_invalid: [i64; Invalid::ALL.len()],
     sweep_next: u32,
+    /// This plugin's part of every shared-data key
+    /// (`meshguard_common::contract::plugin_scope`), read once.
+    scope: Option<Rc<str>>,
     /// Root callouts in flight: (token, provider, kind).
     root_calls: Vec<(Token, usize, FetchKind)>,
 }
@@ -500,6 +504,7 @@ impl Stage for Authn {
         st: &mut PerRequest,
         cx: &mut Cx<'_>,
     ) -> Step {
+        self.ensure_scope(cx.host());
         // Client copies of every header authn sets, in any case and any
         // number: one pass over the headers, a host call only for those
         // present (whatever authn sets later replaces them anyway).
@@ -543,7 +548,7 @@ impl Stage for Authn {
                         self.providers.get(p).map(|x| x.name.as_str()).unwrap_or("")
                     );
                     if let Some(pr) = self.providers.get(p) {
-                        jwks::release(cx.host(), &pr.name);
+                        jwks::release(cx.host(), &self.sid(&pr.name));
                     }
                 }
             }
@@ -559,6 +564,7 @@ impl Stage for Authn {
     }
 
     fn on_tick(&self, cx: &mut RootCx<'_>) {
+        self.ensure_scope(cx.host());
         let now = now_ms(cx.host());
         let mut bumps: Option<Vec<(MetricId, i64)>> = None;
         for (i, p) in self.providers.iter().enumerate() {
@@ -577,7 +583,7 @@ impl Stage for Authn {
             if !due
                 || !jwks::try_acquire(
                     cx.host(),
-                    &p.name,
+                    &self.sid(&p.name),
                     now,
                     Why::Refresh,
                     p.min_refetch_ms,
@@ -596,9 +602,9 @@ impl Stage for Authn {
                 Some(Err(e)) => {
                     log::warn!("authn: cannot fetch keys for `{}`: {e:?}", p.name);
                     next_bump(&mut bumps, p.m.fetch_failed, 1);
-                    jwks::release(cx.host(), &p.name);
+                    jwks::release(cx.host(), &self.sid(&p.name));
                 }
-                None => jwks::release(cx.host(), &p.name),
+                None => jwks::release(cx.host(), &self.sid(&p.name)),
             }
         }
         self.sweep(cx.host(), &mut bumps);
@@ -654,7 +660,7 @@ impl Stage for Authn {
                 }
                 Err(_) => {
                     if let Some(pr) = self.providers.get(p) {
-                        jwks::release(cx.host(), &pr.name);
+                        jwks::release(cx.host(), &self.sid(&pr.name));
                     }
                 }
             }
@@ -913,7 +919,7 @@ impl Authn {
         if let Some(t) = self.vm.try_borrow().ok().and_then(|vm| vm.tagger.clone()) {
             return Some(t);
         }
-        let key = match host.shared_get(HASH_KEY) {
+        let key = match host.shared_get(&self.hash_key_name()) {
             Some((v, _)) if v.len() == 16 => v,
             _ => {
                 let mut k = [0u8; 16];
@@ -922,8 +928,8 @@ impl Authn {
                 }
                 // Only if still absent: the first worker's key wins and
                 // every other reads it (see `adopt_shared_hash_key`).
-                let _ = host.shared_set(HASH_KEY, &k, CREATE_ONLY);
-                host.shared_get(HASH_KEY)
+                let _ = host.shared_set(&self.hash_key_name(), &k, CREATE_ONLY);
+                host.shared_get(&self.hash_key_name())
                     .map(|(v, _)| v)
                     .filter(|v| v.len() == 16)?
             }
@@ -954,13 +960,50 @@ impl Authn {
         let Some(mine) = vm.tagger.as_ref().map(|t| t.key) else {
             return;
         };
-        if let Some((shared, _)) = host.shared_get(HASH_KEY) {
+        if let Some((shared, _)) = host.shared_get(&self.hash_key_name()) {
             if shared.len() == 16 && shared != mine {
                 // Made again from the shared key on the next request.
                 vm.tagger = None;
                 vm.l1 = None;
             }
         }
+    }
+
+    /// Reads the plugin's name once (`plugin_name`, in whichever context
+    /// runs first: Envoy answers it in both) for [`Self::scope`].
+    fn ensure_scope(&self, host: &dyn Host) {
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            return;
+        };
+        if vm.scope.is_none() {
+            let name = host.property(&["plugin_name"]);
+            if name.as_deref().is_none_or(<[u8]>::is_empty) {
+                log::warn!(
+                    "authn: the proxy does not tell the plugin's name; shared data is not \
+                     separated from other authn plugins with the same vm_id"
+                );
+            }
+            vm.scope = Some(meshguard_common::contract::plugin_scope(name.as_deref()).into());
+        }
+    }
+
+    /// This plugin's scope for shared-data keys (empty before
+    /// [`Self::ensure_scope`], which every entry point runs first).
+    fn scope(&self) -> Rc<str> {
+        self.vm
+            .try_borrow()
+            .ok()
+            .and_then(|vm| vm.scope.clone())
+            .unwrap_or_else(|| Rc::from(""))
+    }
+
+    /// `name` (a provider) within this plugin's shared-data keys.
+    fn sid(&self, name: &str) -> String {
+        format!("{}{name}", self.scope())
+    }
+
+    fn hash_key_name(&self) -> String {
+        format!("meshguard.authn.{}{HASH_KEY}", self.scope())
     }
 
     /// Re-reads a provider's shared key set if it changed.
@@ -971,7 +1014,7 @@ impl Authn {
         if matches!(pr.keys_from, KeySource::Inline) {
             return;
         }
-        let Some((cas, fetched, _, doc)) = jwks::load(host, &pr.name) else {
+        let Some((cas, fetched, _, doc)) = jwks::load(host, &self.sid(&pr.name)) else {
             return;
         };
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
@@ -1023,7 +1066,7 @@ impl Authn {
                 authority,
                 path,
                 timeout,
-            } => Some(match jwks::discovered(host, &pr.name) {
+            } => Some(match jwks::discovered(host, &self.sid(&pr.name)) {
                 Some((a, jp)) => Call {
                     kind: FetchKind::Jwks,
                     cluster: cluster.clone(),
@@ -1048,7 +1091,7 @@ impl Authn {
             return None;
         }
         let pr = self.providers.get(p)?;
-        jwks::discovered(host, &pr.name)?;
+        jwks::discovered(host, &self.sid(&pr.name))?;
         self.first_call(p, host)
     }
 
@@ -1074,12 +1117,12 @@ impl Authn {
         };
         let result = body.and_then(|b| match kind {
             FetchKind::Discovery => keys::discovery_jwks_uri(b).map(|(a, path)| {
-                jwks::store_discovered(host, &pr.name, &a, &path);
+                jwks::store_discovered(host, &self.sid(&pr.name), &a, &path);
                 None
             }),
             FetchKind::Jwks => keys::parse_fetched(b, &pr.algs).map(|(set, skipped)| {
                 let now = now_ms(host);
-                let prev = jwks::store(host, &pr.name, now, set.len() as u32, b);
+                let prev = jwks::store(host, &self.sid(&pr.name), now, set.len() as u32, b);
                 bump(pr.m.keys_loaded, set.len() as i64 - i64::from(prev));
                 if skipped.weak > 0 {
                     bump(pr.m.keys_skipped_weak, i64::from(skipped.weak));
@@ -1101,7 +1144,7 @@ impl Authn {
                 );
             }
         }
-        jwks::release(host, &pr.name);
+        jwks::release(host, &self.sid(&pr.name));
         self.sync(p, host);
     }
 
@@ -1166,7 +1209,7 @@ impl Authn {
         if !st.fetched
             && jwks::try_acquire(
                 cx.host(),
-                &pr.name,
+                &self.sid(&pr.name),
                 now,
                 why,
                 pr.min_refetch_ms,
@@ -1182,7 +1225,7 @@ impl Authn {
                     }
                 }
             }
-            jwks::release(cx.host(), &pr.name);
+            jwks::release(cx.host(), &self.sid(&pr.name));
         }
         if keys.is_empty() {
             Err(Check::Unavailable(p))
@@ -1236,7 +1279,7 @@ impl Authn {
         let tag = tagger.map(|t| t.tag(token));
         let mut evicts = false;
         if let Some(tag) = &tag {
-            let slot = cache::slot_key(tag.slot);
+            let slot = cache::slot_key(&self.scope(), tag.slot);
             if let Some((v, _)) = cx.host().shared_get(&slot) {
                 match cache::lookup(&v, tag, now, pr.skew) {
                     Lookup::Hit(v) if usize::from(v.provider) == p => {
@@ -1312,7 +1355,10 @@ impl Authn {
         let v = Rc::new(v);
         if let Some(tag) = &tag {
             let value = cache::entry(tag, &v);
-            if cx.host().shared_set(&cache::slot_key(tag.slot), &value, 0) == SharedWrite::Written
+            if cx
+                .host()
+                .shared_set(&cache::slot_key(&self.scope(), tag.slot), &value, 0)
+                == SharedWrite::Written
                 && evicts
             {
                 cx.count(self.m.cache_evicted);
@@ -1563,12 +1609,13 @@ impl Authn {
             return;
         }
         let now = now_secs(host);
+        let scope = self.scope();
         let start = self.vm.try_borrow().map(|vm| vm.sweep_next).unwrap_or(0);
         let n = SWEEP_PER_TICK.min(self.cache_slots);
         let mut removed = 0;
         for i in 0..n {
             let slot = (start + i) % self.cache_slots;
-            let key = cache::slot_key(slot);
+            let key = cache::slot_key(&scope, slot);
             if let Some((v, cas)) = host.shared_get(&key) {
                 if !v.is_empty()
                     && cache::expired(&v, now, 300)

@@ -191,3 +191,42 @@ fn jwks_fetch_refresh_refetch_and_failure_in_wasm() {
         .unwrap();
     assert_eq!(h.counter("meshguard_authn_jwks_fetch_ok.demo"), 2);
 }
+
+/// Istio gives every WasmPlugin the same empty vm_id, so two authn
+/// plugins on one proxy share one shared-data space. Each keeps its own
+/// key sets (and cache): plugin B, whose provider has the same name but
+/// fetches from another cluster, never verifies with the keys plugin A
+/// fetched — it fetches its own.
+#[test]
+fn two_plugins_in_one_vm_id_keep_their_own_keys() {
+    let h = harness();
+    h.declare_cluster("idp");
+    h.declare_cluster("idp-b");
+    let m = module(&h);
+    let start = |plugin: &str, config: &str| {
+        let mut vm = h.vm(&m).vm_id("").plugin_name(plugin).start().unwrap();
+        assert!(
+            vm.configure(config.as_bytes()).unwrap(),
+            "{}",
+            vm.log_text()
+        );
+        vm
+    };
+    let mut a = start("shop.a", &cases::remote_config());
+    let config_b = cases::remote_config().replace("\"idp\"", "\"idp-b\"");
+    assert!(config_b.contains("idp-b"));
+    let mut b = start("shop.b", &config_b);
+    let req = cases::bearer_request(cases::Tok::Rs256, T0);
+    let (up, _) = exchange(&mut a, &req, Some(&jwks(cases::JWKS)));
+    assert!(up.is_some(), "A verified after its fetch");
+    // B has no keys of its own yet: it fetches from its cluster (and here
+    // its key server has none of A's keys: 401), never A's set.
+    let mut http = b.new_http().unwrap();
+    let action = http
+        .request_headers(Headers::from_pairs(&req), true)
+        .unwrap();
+    assert_ne!(action, Action::Continue, "B accepted a token with A's keys");
+    let calls = b.http_calls();
+    assert_eq!(calls.len(), 1, "B did not fetch its own keys");
+    assert_eq!(calls[0].cluster, "idp-b");
+}

@@ -47,6 +47,29 @@ pub const RATE_LIMIT_STATE: &str = "meshguard.ratelimit";
 /// The values [`RATE_LIMIT_STATE`] may hold.
 pub const RATE_LIMIT_VALUES: [&str; 3] = ["allowed", "limited", "shadow_limited"];
 
+/// The part of a filter's shared-data keys that names its plugin:
+/// `<16 hex digits>.` from the plugin's name (Envoy's `plugin_name`
+/// property: the Wasm filter config's `name`; under Istio the WasmPlugin's
+/// `<namespace>.<name>`), or empty when the name is unknown. Istio gives
+/// every WasmPlugin the same empty `vm_id`, so all plugins on a proxy share
+/// one shared-data space: without this, two authn plugins would read each
+/// other's key sets and two ratelimit plugins each other's buckets. Stable
+/// across config changes of one plugin (the key count stays bounded).
+/// FNV-1a: the name is the operator's, nothing to defend against.
+pub fn plugin_scope(plugin_name: Option<&[u8]>) -> String {
+    match plugin_name {
+        Some(name) if !name.is_empty() => {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in name {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            format!("{h:016x}.")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Encodes (name, value) pairs for a filter-state key.
 pub fn encode_state_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     crate::headers::encode_pairs(pairs)
@@ -71,6 +94,17 @@ pub fn decode_state_pairs(value: &[u8]) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_scope_names_the_plugin_or_nothing() {
+        let a = plugin_scope(Some(b"shop.strict"));
+        assert_eq!(a.len(), 17);
+        assert!(a.ends_with('.'));
+        assert_eq!(a, plugin_scope(Some(b"shop.strict")));
+        assert_ne!(a, plugin_scope(Some(b"shop.loose")));
+        assert_eq!(plugin_scope(None), "");
+        assert_eq!(plugin_scope(Some(b"")), "");
+    }
 
     #[test]
     fn state_pairs_round_trip_any_bytes() {

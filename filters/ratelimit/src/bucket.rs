@@ -199,23 +199,14 @@ pub fn slot_key(prefix: &str, rule: usize, slot: u32) -> String {
     format!("{prefix}{rule}.{slot}")
 }
 
-/// The slot keys' prefix for the plugin named `plugin_name` (Envoy's
-/// `plugin_name` property: the Wasm filter config's `name`, under Istio the
-/// WasmPlugin's `<namespace>.<name>`). Istio gives every WasmPlugin the
-/// same empty `vm_id`, so plugins on one proxy share one shared-data
-/// space: without the plugin in the key, two ratelimit plugins would both
-/// use `meshguard.rl.0.*`, each reading the other's buckets as an older
-/// config's and resetting them — neither limit would hold. Stable across
-/// config changes of one plugin, so the key count stays bounded.
+/// The slot keys' prefix for the plugin named `plugin_name`
+/// (`meshguard_common::contract::plugin_scope`): two ratelimit plugins on
+/// one proxy (Istio: one empty `vm_id` for all) keep their own buckets.
 pub fn slot_prefix(plugin_name: Option<&[u8]>) -> String {
-    match plugin_name {
-        Some(name) if !name.is_empty() => {
-            let mut h = SipHasher13::new_with_keys(0x6d67_726c_706c_7567, 0);
-            h.write(name);
-            format!("meshguard.rl.{:016x}.", h.finish())
-        }
-        _ => "meshguard.rl.".to_string(),
-    }
+    format!(
+        "meshguard.rl.{}",
+        meshguard_common::contract::plugin_scope(plugin_name)
+    )
 }
 
 pub fn encode(fingerprint: u64, b: &Bucket, key: &[u8]) -> Vec<u8> {

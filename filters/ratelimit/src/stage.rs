@@ -3,6 +3,7 @@
 //! worker spends the same tokens), and the decision becomes a 429, response
 //! headers, metrics and the `meshguard.ratelimit` filter state.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -61,7 +62,9 @@ impl Matcher {
         }
     }
 
-    fn matches(&self, rq: &Request<'_>) -> bool {
+    /// `path`: the request's path as the upstream reads it, worked out
+    /// once per request (lazily) and shared by every rule.
+    fn matches<'r>(&self, rq: &'r Request<'_>, path: &mut Option<Option<Cow<'r, [u8]>>>) -> bool {
         if !self.hosts.is_empty() {
             let host = rq.header(":authority").map(host_without_port);
             let ok = host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)));
@@ -72,10 +75,12 @@ impl Matcher {
         if !self.paths.is_empty() {
             // As the upstream will read it: `//limited` or `/x/../limited`
             // must not slip past a rule for `/limited`.
-            let path = rq.header(":path").map(normalized);
+            let path = path
+                .get_or_insert_with(|| rq.header(":path").map(normalized))
+                .as_deref();
             let ok = path.is_some_and(|p| {
                 self.paths.iter().any(|m| match m {
-                    PathMatch::Exact(e) => *p == *e.as_bytes(),
+                    PathMatch::Exact(e) => p == e.as_bytes(),
                     PathMatch::Prefix(pre) => p.starts_with(pre.as_bytes()),
                 })
             });
@@ -275,13 +280,18 @@ impl Stage for RateLimit {
         let now = now_ns(cx.host());
         // The client IP costs a host call: read it once, when a rule needs it.
         let mut ip: Option<Option<String>> = None;
+        let mut path: Option<Option<Cow<'_, [u8]>>> = None;
         let mut verdict: Option<RateLimitVerdict> = None;
         let mut reply: Option<LocalReply> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matcher.as_ref().is_some_and(|m| !m.matches(rq)) {
+            if rule
+                .matcher
+                .as_ref()
+                .is_some_and(|m| !m.matches(rq, &mut path))
+            {
                 continue;
             }
-            let Some(key) = self.key_for(rule, rq, cx, &mut ip) else {
+            let Some(key) = self.key_for(rule, rq, cx, &mut ip, &mut path) else {
                 cx.count(rule.m.key_missing);
                 continue;
             };
@@ -414,12 +424,13 @@ impl RateLimit {
     }
 
     /// The rule's bucket key (stored form), or `None` to skip the rule.
-    fn key_for(
+    fn key_for<'r>(
         &self,
         rule: &Rule,
-        rq: &Request<'_>,
+        rq: &'r Request<'_>,
         cx: &mut Cx<'_>,
         ip: &mut Option<Option<String>>,
+        path: &mut Option<Option<Cow<'r, [u8]>>>,
     ) -> Option<Vec<u8>> {
         let mut raw = Vec::with_capacity(64);
         for part in &rule.key {
@@ -429,7 +440,10 @@ impl RateLimit {
                     .as_ref()
                     .map(|s| s.as_bytes().to_vec()),
                 // Every spelling of a path shares its bucket.
-                KeyPart::Path => rq.header(":path").map(|p| normalized(p).into_owned()),
+                KeyPart::Path => path
+                    .get_or_insert_with(|| rq.header(":path").map(normalized))
+                    .as_deref()
+                    .map(<[u8]>::to_vec),
                 KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
             };
             let value = match (value, &rule.missing) {
