@@ -124,24 +124,7 @@ fn hex(n: u8) -> char {
     char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
 }
 
-/// Appends `n` in decimal without the formatting machinery.
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(slot) = buf.get_mut(i) {
-            *slot = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    for d in buf.get(i..).unwrap_or_default() {
-        out.push(char::from(*d));
-    }
-}
+pub use meshguard_common::num::push_u64;
 
 fn push_2(out: &mut String, n: u64) {
     out.push(char::from(b'0' + (n / 10 % 10) as u8));

@@ -11,6 +11,7 @@ pub mod headers;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 pub mod metrics;
+pub mod num;
 pub mod path;
 
 pub use config::{parse_config, ConfigError};

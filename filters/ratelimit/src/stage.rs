@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::{host_without_port, HostPattern};
 use meshguard_common::metrics::name;
+use meshguard_common::num::{push_u64, u64_text};
 use meshguard_common::path::normalized;
 use meshguard_stage::host::CREATE_ONLY;
 use meshguard_stage::{
@@ -556,27 +557,35 @@ impl RateLimit {
         let mut out = Vec::with_capacity(5);
         if self.headers.x_ratelimit {
             out.push(("x-ratelimit-limit", (&rule.limit_header).into()));
-            out.push(("x-ratelimit-remaining", s.remaining.to_string().into()));
-            out.push(("x-ratelimit-reset", s.reset_s.to_string().into()));
+            out.push(("x-ratelimit-remaining", u64_text(s.remaining).into()));
+            out.push(("x-ratelimit-reset", u64_text(s.reset_s).into()));
         }
         if self.headers.ietf {
             out.push(("ratelimit-policy", (&rule.policy_header).into()));
-            out.push((
-                "ratelimit",
-                format!("\"{}\";r={};t={}", rule.name, s.remaining, s.reset_s).into(),
-            ));
+            // `"<rule>";r=<remaining>;t=<seconds>`, without core::fmt.
+            let mut v = String::with_capacity(rule.name.len() + 32);
+            v.push('"');
+            v.push_str(&rule.name);
+            v.push_str("\";r=");
+            push_u64(&mut v, s.remaining);
+            v.push_str(";t=");
+            push_u64(&mut v, s.reset_s);
+            out.push(("ratelimit", v.into()));
         }
         out
     }
 
     fn too_many(&self, rule: &Rule, s: &Shown) -> LocalReply {
-        let body = format!(
-            "{{\"error\":\"rate_limited\",\"rule\":\"{}\",\"retry_after_seconds\":{}}}\n",
-            rule.name, s.reset_s
-        );
+        // A flood over the limit is all 429s: built without core::fmt.
+        let mut body = String::with_capacity(rule.name.len() + 80);
+        body.push_str("{\"error\":\"rate_limited\",\"rule\":\"");
+        body.push_str(&rule.name);
+        body.push_str("\",\"retry_after_seconds\":");
+        push_u64(&mut body, s.reset_s);
+        body.push_str("}\n");
         let mut reply = LocalReply::new(429, body)
             .header("content-type", "application/json")
-            .header("retry-after", s.reset_s.to_string())
+            .header("retry-after", u64_text(s.reset_s))
             .details("meshguard_ratelimit_limited");
         for (k, v) in self.rate_headers(rule, s) {
             reply = reply.header(k, v);
