@@ -226,3 +226,36 @@ mod tests {
         assert!(!err.message.contains(" at line "), "{}", err.message);
     }
 }
+
+/// Helpers for the config tests every filter writes: a good document with
+/// one edit must fail at one JSON path with a message saying why.
+pub mod testing {
+    #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+    use super::ConfigError;
+
+    /// `good` (JSON) with `edit` applied, parsed by `parse`: its error.
+    /// Panics if the edited document still parses.
+    pub fn error_after_edit<T>(
+        good: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+        parse: impl FnOnce(&[u8]) -> Result<T, ConfigError>,
+    ) -> ConfigError {
+        let mut v: serde_json::Value = serde_json::from_str(good).expect("the good config is JSON");
+        edit(&mut v);
+        match parse(v.to_string().as_bytes()) {
+            Ok(_) => panic!("the edited config was accepted: {v}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The error names `path` and its message contains `needle`.
+    pub fn assert_error(err: &ConfigError, path: &str, needle: &str) {
+        assert_eq!(err.path, path, "{err}");
+        assert!(
+            err.message.contains(needle),
+            "`{}` lacks `{needle}`",
+            err.message
+        );
+    }
+}

@@ -486,18 +486,11 @@ mod tests {
     }"#;
 
     fn err_with(edit: impl FnOnce(&mut serde_json::Value)) -> ConfigError {
-        let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
-        edit(&mut v);
-        RateLimitConfig::from_json(v.to_string().as_bytes()).unwrap_err()
+        meshguard_common::config::testing::error_after_edit(GOOD, edit, RateLimitConfig::from_json)
     }
 
     fn assert_err(err: ConfigError, path: &str, needle: &str) {
-        assert_eq!(err.path, path, "{err}");
-        assert!(
-            err.message.contains(needle),
-            "`{}` lacks `{needle}`",
-            err.message
-        );
+        meshguard_common::config::testing::assert_error(&err, path, needle);
     }
 
     #[test]
