@@ -41,6 +41,158 @@ pub struct AuthnConfig {
     /// set either way.
     #[serde(default)]
     pub identity_filter_state: bool,
+    /// External auth services (the Lua `httpCall` pattern), by name: rules
+    /// name them with `{"ext_auth": "<name>"}`.
+    #[serde(default)]
+    pub ext_auth: Vec<ExtAuthConfig>,
+    /// RFC 9421 HMAC request-signature verifiers, by name: rules name them
+    /// with `{"hmac": "<name>"}`.
+    #[serde(default)]
+    pub hmac: Vec<HmacConfig>,
+}
+
+/// An external auth service: each request (or its cached decision) is
+/// checked by an HTTP call to `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthConfig {
+    /// `[a-z0-9_-]{1,64}`: what rules name, and part of metric names.
+    pub name: String,
+    /// Envoy cluster of the auth service.
+    pub cluster: String,
+    /// `:authority` of the call. Default: the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Prepended to the request's path (`/check` + `/orders?id=1`).
+    /// Default: the path alone.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// 1..=30000. Past it the request gets 503 (or passes with `fail_open`).
+    #[serde(default = "default_ext_timeout")]
+    pub timeout_ms: u64,
+    /// Request headers sent to the service; also the credentials the
+    /// decision cache is keyed by. Default `authorization`, `cookie`.
+    #[serde(default = "default_ext_request_headers")]
+    pub request_headers: Vec<String>,
+    /// Headers of an allowing answer copied into the request (client copies
+    /// are always removed first). Default: the identity header `x-user-id`.
+    #[serde(default = "default_ext_response_headers")]
+    pub response_headers: Vec<String>,
+    /// Which of `response_headers` carries the user's identity (the
+    /// identity fact and filter state). Default `x-user-id` when listed.
+    #[serde(default)]
+    pub identity_header: Option<String>,
+    /// Allow on any 2xx. Default: only 200 allows, as Envoy's `ext_authz`
+    /// (a 204 is a denial there).
+    #[serde(default)]
+    pub allow_any_2xx: bool,
+    /// Timeout, connection failure or 5xx: let the request through (without
+    /// identity; metric `meshguard_authn_ext_fail_open.<name>` and a log
+    /// line). Default: fail closed with 503.
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub cache: ExtAuthCacheConfig,
+}
+
+/// The decision cache: in shared data, so every worker shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthCacheConfig {
+    /// How long an allow is reused, seconds (0 disables; ..=3600).
+    #[serde(default = "default_allow_ttl")]
+    pub allow_seconds: u64,
+    /// How long a 401/403 is reused, seconds (0 disables, the default;
+    /// ..=300).
+    #[serde(default)]
+    pub deny_seconds: u64,
+    /// Slots in shared data (1..=1000000); a new decision evicts the
+    /// slot's previous one.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u32,
+    /// Key decisions by method and path as well as by the credentials: for
+    /// services whose answer depends on the path (authorization, not only
+    /// authentication). Default: credentials only.
+    #[serde(default)]
+    pub per_path: bool,
+}
+
+impl Default for ExtAuthCacheConfig {
+    fn default() -> Self {
+        Self {
+            allow_seconds: default_allow_ttl(),
+            deny_seconds: 0,
+            max_entries: default_cache_entries(),
+            per_path: false,
+        }
+    }
+}
+
+/// RFC 9421 HTTP Message Signatures with `hmac-sha256`, and RFC 9530
+/// `Content-Digest` checked against the buffered body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacConfig {
+    /// `[a-z0-9_-]{1,64}`: what rules name, and part of metric names.
+    pub name: String,
+    /// The shared secrets, by `keyid`.
+    pub keys: Vec<HmacKeyConfig>,
+    /// Components every signature must cover. Default `@method`,
+    /// `@authority`, `@path`, `@query`.
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// Requests with a body must cover `content-digest`, and the body must
+    /// match it (default true).
+    #[serde(default = "yes")]
+    pub require_content_digest: bool,
+    /// `created` may be this far from now, either way, seconds (1..=3600).
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+    /// Bodies over this are refused with 413 (1..=16777216).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Verify only the signature with this label (default: the first whose
+    /// `keyid` is one of `keys`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Require a `nonce` and refuse one seen within the window.
+    #[serde(default)]
+    pub nonce: Option<NonceConfig>,
+    /// Receives the key's `subject` (owned: client copies are removed).
+    #[serde(default = "default_identity_header")]
+    pub identity_header: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacKeyConfig {
+    /// The signature's `keyid`.
+    pub id: String,
+    /// The key bytes, base64 (standard alphabet); at least 32 bytes. Never
+    /// logged or echoed in errors.
+    pub secret: String,
+    /// The identity of requests signed with this key. Default: `id`.
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+impl std::fmt::Debug for HmacKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacKeyConfig")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceConfig {
+    /// Nonces remembered (1..=1000000 shared-data slots). A nonce is
+    /// refused while its slot still holds it within the window.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +380,11 @@ pub enum Requirement {
     /// `{"optional": ["a"]}`: verified when present (an invalid token is
     /// 401), no token passes without identity.
     Optional(Vec<String>),
+    /// `{"ext_auth": "legacy"}`: the named external auth service decides.
+    ExtAuth(String),
+    /// `{"hmac": "partners"}`: a valid RFC 9421 signature by one of the
+    /// named verifier's keys.
+    Hmac(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +446,29 @@ fn default_fetch_timeout() -> u64 {
 fn default_cache_entries() -> u32 {
     10_000
 }
+fn default_ext_timeout() -> u64 {
+    200
+}
+fn default_ext_request_headers() -> Vec<String> {
+    vec!["authorization".into(), "cookie".into()]
+}
+fn default_ext_response_headers() -> Vec<String> {
+    vec![IDENTITY_HEADER.into()]
+}
+fn default_allow_ttl() -> u64 {
+    30
+}
+fn default_components() -> Vec<String> {
+    ["@method", "@authority", "@path", "@query"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_window() -> u64 {
+    300
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
 
 fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
@@ -308,7 +488,13 @@ impl AuthnConfig {
     /// Semantic checks serde cannot express, each reported at its path.
     /// Returns the parsed algorithm lists, one per provider.
     pub fn validate_at(&self, at: &JsonPath) -> Result<Vec<Vec<Alg>>, ConfigError> {
-        if self.providers.is_empty() && self.rules.iter().any(|r| r.requires != Requirement::Public)
+        if self.providers.is_empty()
+            && self.rules.iter().any(|r| {
+                matches!(
+                    r.requires,
+                    Requirement::Any(_) | Requirement::All(_) | Requirement::Optional(_)
+                )
+            })
         {
             return Err(at.field("providers").err("expected at least one provider"));
         }
@@ -352,9 +538,44 @@ impl AuthnConfig {
                 .field("rules")
                 .err("expected at least one rule (use {\"requires\": \"public\"} to let everything through)"));
         }
+        let mut ext_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, x) in self.ext_auth.iter().enumerate() {
+            let xat = at.field("ext_auth").index(i);
+            if !valid_name(&x.name) {
+                return Err(xat.field("name").err(format!(
+                    "`{}` is not a valid name: expected [a-z0-9_-], 1 to 64 characters",
+                    x.name
+                )));
+            }
+            if names.contains_key(x.name.as_str()) || ext_names.insert(&x.name, i).is_some() {
+                return Err(xat
+                    .field("name")
+                    .err(format!("`{}` is defined twice", x.name)));
+            }
+            x.validate_at(&xat)?;
+        }
+        let mut hmac_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, h) in self.hmac.iter().enumerate() {
+            let hat = at.field("hmac").index(i);
+            if !valid_name(&h.name) {
+                return Err(hat.field("name").err(format!(
+                    "`{}` is not a valid name: expected [a-z0-9_-], 1 to 64 characters",
+                    h.name
+                )));
+            }
+            if names.contains_key(h.name.as_str())
+                || ext_names.contains_key(h.name.as_str())
+                || hmac_names.insert(&h.name, i).is_some()
+            {
+                return Err(hat
+                    .field("name")
+                    .err(format!("`{}` is defined twice", h.name)));
+            }
+            h.validate_at(&hat)?;
+        }
         for (i, r) in self.rules.iter().enumerate() {
             let rat = at.field("rules").index(i);
-            r.validate_at(&rat, &names)?;
+            r.validate_at(&rat, &names, &ext_names, &hmac_names)?;
         }
         Ok(algs)
     }
@@ -536,11 +757,225 @@ impl JwksConfig {
     }
 }
 
+fn check_authority(at: &JsonPath, a: &str) -> Result<(), ConfigError> {
+    if a.is_empty() || a.len() > 255 || a.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return Err(at.err("expected a host[:port]"));
+    }
+    Ok(())
+}
+
+impl ExtAuthConfig {
+    fn validate_at(&self, at: &JsonPath) -> Result<(), ConfigError> {
+        if self.cluster.is_empty() {
+            return Err(at.field("cluster").err("expected a cluster name"));
+        }
+        if let Some(a) = &self.authority {
+            check_authority(&at.field("authority"), a)?;
+        }
+        if let Some(p) = &self.path_prefix {
+            if !p.starts_with('/')
+                || p.ends_with('/')
+                || p.bytes()
+                    .any(|b| b <= 0x20 || b == 0x7f || b == b'?' || b == b'#')
+            {
+                return Err(at.field("path_prefix").err(
+                    "expected a path starting with `/`, not ending with `/`, without spaces, `?` or `#`",
+                ));
+            }
+        }
+        if !(1..=30_000).contains(&self.timeout_ms) {
+            return Err(at
+                .field("timeout_ms")
+                .err("expected 1 to 30000 milliseconds"));
+        }
+        let mut seen = Vec::new();
+        for (i, h) in self.request_headers.iter().enumerate() {
+            // Read, not set: any header name, reserved ones (authorization,
+            // cookie) included.
+            let lower = h.to_ascii_lowercase();
+            if h.is_empty()
+                || h.len() > 256
+                || !h.chars().all(meshguard_common::headers::is_token_char)
+            {
+                return Err(at
+                    .field("request_headers")
+                    .index(i)
+                    .err(format!("`{h}` is not a valid header name")));
+            }
+            if seen.contains(&lower) {
+                return Err(at
+                    .field("request_headers")
+                    .index(i)
+                    .err(format!("`{h}` is listed twice")));
+            }
+            seen.push(lower);
+        }
+        let mut out = Vec::new();
+        for (i, h) in self.response_headers.iter().enumerate() {
+            let lower = check_header(&at.field("response_headers").index(i), h)?;
+            if out.contains(&lower) {
+                return Err(at
+                    .field("response_headers")
+                    .index(i)
+                    .err(format!("`{h}` is listed twice")));
+            }
+            out.push(lower);
+        }
+        if let Some(id) = &self.identity_header {
+            if !out.contains(&id.to_ascii_lowercase()) {
+                return Err(at
+                    .field("identity_header")
+                    .err("expected one of `response_headers`"));
+            }
+        }
+        let c = &self.cache;
+        let cat = at.field("cache");
+        if c.allow_seconds > 3600 {
+            return Err(cat
+                .field("allow_seconds")
+                .err("expected at most 3600 seconds"));
+        }
+        if c.deny_seconds > 300 {
+            return Err(cat
+                .field("deny_seconds")
+                .err("expected at most 300 seconds"));
+        }
+        if !(1..=1_000_000).contains(&c.max_entries) {
+            return Err(cat.field("max_entries").err("expected 1 to 1000000"));
+        }
+        Ok(())
+    }
+}
+
+/// Components this verifier can check (RFC 9421 §2.2, and header names).
+pub const DERIVED_COMPONENTS: [&str; 7] = [
+    "@method",
+    "@authority",
+    "@scheme",
+    "@path",
+    "@query",
+    "@request-target",
+    "@target-uri",
+];
+
+impl HmacConfig {
+    /// The decoded secrets, in `keys` order.
+    pub fn secrets(&self, at: &JsonPath) -> Result<Vec<Vec<u8>>, ConfigError> {
+        use base64::Engine;
+        let mut out = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let kat = at.field("keys").index(i);
+            // The error never shows the secret.
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(k.secret.trim())
+                .map_err(|_| {
+                    kat.field("secret")
+                        .err("expected base64 (standard alphabet, padded)")
+                })?;
+            if bytes.len() < 32 {
+                return Err(kat
+                    .field("secret")
+                    .err("expected at least 32 bytes of key (RFC 9421 §3.3.3 keys are random, as long as the hash)"));
+            }
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+
+    fn validate_at(&self, at: &JsonPath) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(at.field("keys").err("expected at least one key"));
+        }
+        let mut ids: Vec<&str> = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let kat = at.field("keys").index(i);
+            if k.id.is_empty()
+                || k.id.len() > 128
+                || k.id
+                    .bytes()
+                    .any(|b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+            {
+                return Err(kat
+                    .field("id")
+                    .err("expected 1 to 128 printable ASCII characters without `\"` or `\\`"));
+            }
+            if ids.contains(&k.id.as_str()) {
+                return Err(kat
+                    .field("id")
+                    .err(format!("key `{}` is listed twice", k.id)));
+            }
+            ids.push(&k.id);
+            if let Some(s) = &k.subject {
+                if s.is_empty() || s.len() > 256 || s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                    return Err(kat
+                        .field("subject")
+                        .err("expected 1 to 256 printable characters"));
+                }
+            }
+        }
+        self.secrets(at)?;
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, c) in self.components.iter().enumerate() {
+            let cat = at.field("components").index(i);
+            if c.starts_with('@') {
+                if !DERIVED_COMPONENTS.contains(&c.as_str()) {
+                    return Err(cat.err(format!(
+                        "`{c}` is not supported: expected a header name or one of {}",
+                        DERIVED_COMPONENTS.join(", ")
+                    )));
+                }
+            } else {
+                check_header(&cat, c)?;
+                if c.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return Err(cat.err("expected a lower-case header name"));
+                }
+            }
+            if seen.contains(&c.as_str()) {
+                return Err(cat.err(format!("`{c}` is listed twice")));
+            }
+            seen.push(c);
+        }
+        if !(1..=3600).contains(&self.window_seconds) {
+            return Err(at.field("window_seconds").err("expected 1 to 3600 seconds"));
+        }
+        if !(1..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(at
+                .field("max_body_bytes")
+                .err("expected 1 to 16777216 bytes"));
+        }
+        if let Some(l) = &self.label {
+            let ok = l
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b));
+            if !ok {
+                return Err(at
+                    .field("label")
+                    .err("expected a structured-field key ([a-z*][a-z0-9_.*-]*)"));
+            }
+        }
+        if let Some(n) = &self.nonce {
+            if !(1..=1_000_000).contains(&n.max_entries) {
+                return Err(at
+                    .field("nonce")
+                    .field("max_entries")
+                    .err("expected 1 to 1000000"));
+            }
+        }
+        check_header(&at.field("identity_header"), &self.identity_header)?;
+        Ok(())
+    }
+}
+
 impl RuleConfig {
     fn validate_at(
         &self,
         at: &JsonPath,
         providers: &BTreeMap<&str, usize>,
+        ext: &BTreeMap<&str, usize>,
+        hmac: &BTreeMap<&str, usize>,
     ) -> Result<(), ConfigError> {
         if let Some(m) = &self.match_ {
             let mat = at.field("match");
@@ -599,6 +1034,22 @@ impl RuleConfig {
             Requirement::Any(l) => (l, "any"),
             Requirement::All(l) => (l, "all"),
             Requirement::Optional(l) => (l, "optional"),
+            Requirement::ExtAuth(n) | Requirement::Hmac(n) => {
+                let (map, key) = match &self.requires {
+                    Requirement::ExtAuth(_) => (ext, "ext_auth"),
+                    _ => (hmac, "hmac"),
+                };
+                if !map.contains_key(n.as_str()) {
+                    return Err(rat.field(key).err(format!(
+                        "unknown {key} `{n}`; defined: {}",
+                        map.keys().copied().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if !self.claims.is_empty() {
+                    return Err(at.field("claims").err("claims apply to JWT rules only"));
+                }
+                return Ok(());
+            }
         };
         let (names, key) = list;
         if names.is_empty() {

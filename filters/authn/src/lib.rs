@@ -12,6 +12,8 @@ pub mod config;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod msgsig;
+pub mod sf;
 pub mod stage;
 
 pub use config::AuthnConfig;

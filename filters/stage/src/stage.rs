@@ -119,6 +119,7 @@ pub struct Cx<'a> {
     dispatched: &'a mut Vec<Token>,
     facts_wanted: bool,
     answered_locally: bool,
+    skip_body: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -135,6 +136,7 @@ impl<'a> Cx<'a> {
             dispatched,
             facts_wanted: false,
             answered_locally: false,
+            skip_body: false,
         }
     }
 
@@ -157,6 +159,18 @@ impl<'a> Cx<'a> {
 
     pub fn host(&mut self) -> &mut dyn Host {
         self.host
+    }
+
+    /// In a headers hook (or the callout answer that ends one) of a stage
+    /// with [`Needs::request_body`]: this request's body is not needed
+    /// (the rule that matched reads none), so the shell neither buffers it
+    /// nor holds it back for this stage.
+    pub fn skip_body(&mut self) {
+        self.skip_body = true;
+    }
+
+    pub(crate) fn body_skipped(&self) -> bool {
+        self.skip_body
     }
 
     /// Adds one to a counter.

@@ -415,6 +415,50 @@ impl VerifyingKey {
     }
 }
 
+/// An HMAC-SHA256 key with its keyed state precomputed: RFC 9421's
+/// `hmac-sha256` request signatures.
+#[derive(Clone)]
+pub struct HmacSha256(Hmac<Sha256>);
+
+impl fmt::Debug for HmacSha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacSha256(<secret>)")
+    }
+}
+
+impl HmacSha256 {
+    /// `None` for an empty secret.
+    pub fn new(secret: &[u8]) -> Option<Self> {
+        if secret.is_empty() {
+            return None;
+        }
+        Hmac::new_from_slice(secret).ok().map(Self)
+    }
+
+    /// Whether `tag` is this key's MAC of `message`, compared in constant
+    /// time (`verify_slice`).
+    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        hmac_verify(self.0.clone(), message, tag)
+    }
+
+    /// The MAC of `message` (for signing clients and tests).
+    pub fn sign(&self, message: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// SHA-256 of `data` (RFC 9530 `Content-Digest: sha-256`).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// SHA-512 of `data` (RFC 9530 `Content-Digest: sha-512`).
+pub fn sha512(data: &[u8]) -> [u8; 64] {
+    Sha512::digest(data).into()
+}
+
 fn hmac_verify<M: Mac>(mut mac: M, message: &[u8], tag: &[u8]) -> bool {
     if tag.len() != <M as hmac::digest::OutputSizeUser>::output_size() {
         return false;

@@ -83,7 +83,7 @@ impl<C: Chain> Stream<C> {
         } else {
             p.request_body(self.body_size, self.body_size)
         };
-        let body_stages = sc.body_stages;
+        let body_stages = self.body_mask;
         let wants = |i: usize| body_stages & 1u64.checked_shl(i as u32).unwrap_or(0) != 0;
         for i in (from..C::LEN).filter(|i| wants(*i)) {
             let step = {

@@ -108,6 +108,9 @@ pub struct Stream<C: Chain> {
     /// Bytes of body buffered when the body hooks started.
     body_size: usize,
     body_complete: bool,
+    /// Bit `i`: stage `i` wants this request's body (its [`crate::Needs`],
+    /// less [`Cx::skip_body`]).
+    body_mask: u64,
 }
 
 impl<C: Chain> Default for Stream<C> {
@@ -120,6 +123,7 @@ impl<C: Chain> Default for Stream<C> {
             headers_end: false,
             body_size: 0,
             body_complete: false,
+            body_mask: 0,
         }
     }
 }
@@ -200,7 +204,11 @@ impl<C: Chain> Stream<C> {
                     let mut rq = Message::new(view, &mut sc.edits);
                     let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
                         .with_flags(sc.any_facts, false);
-                    chain.on_callout(stage, reply, &mut rq, &mut self.state, &mut cx)
+                    let step = chain.on_callout(stage, reply, &mut rq, &mut self.state, &mut cx);
+                    if cx.body_skipped() {
+                        self.body_mask &= !1u64.checked_shl(stage as u32).unwrap_or(0);
+                    }
+                    step
                 };
                 match self.after(p, sc, stage, step, Part::Headers) {
                     Next::Stop(flow) => flow,
@@ -303,19 +311,24 @@ impl<C: Chain> Stream<C> {
         };
         if first {
             strip_owned(&view, sc);
+            self.body_mask = sc.body_stages;
         }
         for i in from..C::LEN {
             let step = {
                 let mut rq = Message::new(&view, &mut sc.edits).with_body(None, self.headers_end);
                 let mut cx = Cx::new(p, &mut self.facts, &mut sc.bumps, &mut sc.dispatched)
                     .with_flags(sc.any_facts, false);
-                chain.on_request_headers(i, &mut rq, &mut self.state, &mut cx)
+                let step = chain.on_request_headers(i, &mut rq, &mut self.state, &mut cx);
+                if cx.body_skipped() {
+                    self.body_mask &= !1u64.checked_shl(i as u32).unwrap_or(0);
+                }
+                step
             };
             if let Next::Stop(flow) = self.after(p, sc, i, step, Part::Headers) {
                 return flow;
             }
         }
-        if sc.body_stages != 0 {
+        if self.body_mask != 0 {
             if self.headers_end {
                 // No body follows: body hooks run now on an empty body,
                 // while the headers are still held.
