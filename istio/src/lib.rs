@@ -10,5 +10,6 @@ pub mod filters;
 pub mod oci;
 pub mod policy;
 pub mod rules;
+pub mod sign;
 pub mod token;
 pub mod yaml;

@@ -63,12 +63,14 @@ fn usage() -> String {
       only with --plain-http.
 
 {}
+{}
 
 filters: {}
 
 exit codes: 0 success; 1 invalid input (policy, config, files) or a failed
 operation (registry); 2 usage error (unknown command or option).",
         meshguard::token::USAGE,
+        meshguard::sign::USAGE,
         names.join(", ")
     )
 }
@@ -148,6 +150,7 @@ fn run(args: &[String]) -> Result<String, String> {
             _ => Err(usage()),
         },
         Some("token") => meshguard::token::token(args.get(1..).unwrap_or_default()),
+        Some("sign") => meshguard::sign::sign(args.get(1..).unwrap_or_default()),
         Some("push") => push(args.get(1..).unwrap_or_default()),
         Some("pull") => pull(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help" | "help") => Ok(usage() + "\n"),
