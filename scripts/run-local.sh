@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # `make run`: demo upstream + Envoy with the meshguard filters, on 127.0.0.1.
-# Ctrl-C stops both. Ports can be changed with LISTEN_PORT, ADMIN_PORT and
-# UPSTREAM_PORT.
+# and the demo auth service authn's ext-auth rule calls (/legacy). Ctrl-C
+# stops them all. Ports can be changed with LISTEN_PORT, ADMIN_PORT,
+# UPSTREAM_PORT and AUTH_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LISTEN_PORT=${LISTEN_PORT:-10000}
 ADMIN_PORT=${ADMIN_PORT:-9901}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8081}
+AUTH_PORT=${AUTH_PORT:-8082}
 ENVOY=${ENVOY_BIN:-.venv/bin/envoy}
 RUN_DIR=${RUN_DIR:-target/run}
 mkdir -p "$RUN_DIR"
@@ -16,9 +18,9 @@ mkdir -p "$RUN_DIR"
 # Bind the way Envoy and the upstream do (SO_REUSEADDR): connections of a
 # run stopped a moment ago linger in TIME-WAIT for ~60 s and must not count
 # as "in use"; only a live listener does.
-for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
+for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT" "$AUTH_PORT"; do
   if python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port))" 2>/dev/null; then :; else
-    echo "port $port on 127.0.0.1 is in use; set LISTEN_PORT/ADMIN_PORT/UPSTREAM_PORT" >&2; exit 1
+    echo "port $port on 127.0.0.1 is in use; set LISTEN_PORT/ADMIN_PORT/UPSTREAM_PORT/AUTH_PORT" >&2; exit 1
   fi
 done
 
@@ -28,7 +30,8 @@ done
 MESHGUARD=${MESHGUARD_BIN:-${CARGO_TARGET_DIR:-target}/debug/meshguard}
 [ -x "$MESHGUARD" ] || { echo "meshguard CLI not found at $MESHGUARD: run 'make cli'" >&2; exit 1; }
 "$MESHGUARD" envoy-config --listen "127.0.0.1:$LISTEN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-  --upstream "127.0.0.1:$UPSTREAM_PORT" --wasm-dir "$PWD/dist" -o "$RUN_DIR/envoy.yaml"
+  --upstream "127.0.0.1:$UPSTREAM_PORT" --cluster "demo_auth=127.0.0.1:$AUTH_PORT" \
+  --wasm-dir "$PWD/dist" -o "$RUN_DIR/envoy.yaml"
 
 pids=()
 stop() {
@@ -38,7 +41,7 @@ stop() {
   echo "stopping..."
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "stopped Envoy and the demo upstream"
+  echo "stopped Envoy, the demo upstream and the demo auth service"
   exit "$rc"
 }
 # Ctrl-C / SIGTERM: a clean stop (exit 0). Any other exit keeps its code,
@@ -49,6 +52,8 @@ trap 'stop $?' EXIT
 # Children get their own session: Ctrl-C reaches only this script, which then
 # stops them in order (and a stray signal cannot kill one behind our back).
 setsid python3 demo/upstream.py --host 127.0.0.1 --port "$UPSTREAM_PORT" &
+pids+=($!)
+setsid python3 demo/auth.py --host 127.0.0.1 --port "$AUTH_PORT" &
 pids+=($!)
 # Envoy's output goes through a filter that turns the accesslog filter's
 # lines (`[time][thread][info][wasm] [src] wasm log <ids>: {json}`) into
@@ -86,6 +91,7 @@ command -v curl >/dev/null || curl_note="  (curl is not installed: 'apt-get inst
 cat <<MSG
 
 meshguard is running: Envoy on http://127.0.0.1:$LISTEN_PORT -> demo upstream on 127.0.0.1:$UPSTREAM_PORT
+(demo auth service for /legacy on 127.0.0.1:$AUTH_PORT)
 (Envoy admin: http://127.0.0.1:$ADMIN_PORT, config: $RUN_DIR/envoy.yaml)
 
 Try:
@@ -96,6 +102,15 @@ $curl_note  # authn: the API needs a token (401 without one); a demo token for b
   curl -s -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/api/items
   # a client-forged identity header never reaches the upstream
   curl -s -H 'x-user-id: admin' http://127.0.0.1:$LISTEN_PORT/public/x
+  # authn ext-auth: /legacy asks the demo auth service (401 without credentials;
+  # 'Bearer carol' or the cookie 'session=carol' -> x-user-id: carol, x-tenant: acme)
+  curl -si http://127.0.0.1:$LISTEN_PORT/legacy/orders | head -1
+  curl -s -H 'authorization: Bearer carol' http://127.0.0.1:$LISTEN_PORT/legacy/orders
+  # authn HMAC: /signed needs an RFC 9421 signature (demo key, local only)
+  curl -si -X POST -d '{"qty": 1}' http://127.0.0.1:$LISTEN_PORT/signed/orders | head -1
+  mapfile -t SIG < <($MESHGUARD sign POST http://127.0.0.1:$LISTEN_PORT/signed/orders --body '{"qty": 1}' \\
+    --key-id partner-demo --secret-file deploy/local/demo-keys/partner-demo.key)
+  curl -s -X POST -d '{"qty": 1}' "\${SIG[@]/#/-H}" http://127.0.0.1:$LISTEN_PORT/signed/orders
   # a signed-in user always gets the same variant (see x-ab-variant and x-demo-route)
   curl -s -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/checkout/cart
   # an anonymous visitor gets a variant and a mg_visitor cookie that keeps it

@@ -147,6 +147,21 @@ pub struct Local {
 #[serde(deny_unknown_fields)]
 pub struct FiltersFile {
     pub filters: Vec<FilterEntry>,
+    /// Services the filters call out to (authn's auth service), as Envoy
+    /// clusters.
+    #[serde(default)]
+    pub clusters: Vec<ClusterEntry>,
+}
+
+/// A cluster a filter calls: its address for `make run` and for compose.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEntry {
+    pub name: String,
+    /// `HOST:PORT` for `make run` (`--cluster NAME=HOST:PORT` overrides).
+    pub local: String,
+    /// `HOST:PORT` inside docker-compose.
+    pub compose: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,7 +180,23 @@ impl FiltersFile {
         // Validate now, so every error names this file.
         file.wasm_filters("/")
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, c) in file.clusters.iter().enumerate() {
+            Addr::parse(&c.local)
+                .and(Addr::parse(&c.compose))
+                .map_err(|e| format!("{}: clusters[{i}] ({}): {e}", path.display(), c.name))?;
+        }
         Ok(file)
+    }
+
+    /// The clusters at their `local` (or `compose`) addresses.
+    pub fn cluster_addrs(&self, compose: bool) -> Result<Vec<(String, Addr)>, String> {
+        self.clusters
+            .iter()
+            .map(|c| {
+                Addr::parse(if compose { &c.compose } else { &c.local })
+                    .map(|a| (c.name.clone(), a))
+            })
+            .collect()
     }
 
     /// The shipped filters it lists, configs validated; errors name the
@@ -330,12 +361,13 @@ pub fn generated_from(filters_file: &Path) -> String {
 /// The config docker-compose.yaml runs (`deploy/local/envoy.yaml`): Envoy
 /// in a container next to the `upstream` service, modules under /meshguard/dist.
 pub fn compose(filters_file: &Path) -> Result<String, String> {
+    let file = FiltersFile::load(filters_file)?;
     let local = Local {
         listen: Addr::new("0.0.0.0", 10000),
         admin: Addr::new("0.0.0.0", 9901),
         upstream: Addr::new("upstream", 8081),
-        filters: FiltersFile::load(filters_file)?.wasm_filters("/meshguard/dist")?,
-        clusters: Vec::new(),
+        filters: file.wasm_filters("/meshguard/dist")?,
+        clusters: file.cluster_addrs(true)?,
     };
     local.to_yaml(GENERATED)
 }

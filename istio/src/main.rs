@@ -40,9 +40,11 @@ fn usage() -> String {
       Checks a pluginConfig with the filter's own code (JSON, or YAML as in
       a WasmPlugin's pluginConfig). Errors name the file and the JSON path.
   meshguard envoy-config [--filters FILE] [--listen HOST:PORT] [--admin HOST:PORT]
-                         [--upstream HOST:PORT] [--wasm-dir DIR] [--compose] [-o FILE]
+                         [--upstream HOST:PORT] [--wasm-dir DIR] [--cluster NAME=HOST:PORT]
+                         [--compose] [-o FILE]
       Renders the local Envoy config (the filters in FILE, default
-      deploy/local/filters.yaml, in front of the demo upstream). --compose
+      deploy/local/filters.yaml, in front of the demo upstream, with the
+      clusters FILE lists for callouts; --cluster moves one). --compose
       renders the docker-compose variant (deploy/local/envoy.yaml).
   meshguard wasm-filter <name> <module.wasm> <config.json|config.yaml|->
       Prints the Envoy http_filters entry (JSON) for one module.
@@ -267,6 +269,7 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
     let mut wasm_dir: Option<String> = None;
     let mut out: Option<PathBuf> = None;
     let mut compose = false;
+    let mut cluster_overrides: Vec<(String, Addr)> = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -282,6 +285,13 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
             "--wasm-dir" => wasm_dir = Some(value()?),
             "-o" | "--output" => out = Some(PathBuf::from(value()?)),
             "--compose" => compose = true,
+            "--cluster" => {
+                let v = value()?;
+                let (name, addr) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--cluster {v}: expected NAME=HOST:PORT"))?;
+                cluster_overrides.push((name.to_string(), Addr::parse(addr)?));
+            }
             "-h" | "--help" => return Ok(usage() + "\n"),
             other => return Err(format!("unknown option `{other}`\n\n{}", usage())),
         }
@@ -297,12 +307,25 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
                 .to_string_lossy()
                 .into_owned(),
         };
+        let file = FiltersFile::load(&filters_file)?;
+        let mut clusters = file.cluster_addrs(false)?;
+        for (name, addr) in cluster_overrides {
+            match clusters.iter_mut().find(|(n, _)| *n == name) {
+                Some(c) => c.1 = addr,
+                None => {
+                    return Err(format!(
+                        "--cluster {name}: no such cluster in {}",
+                        filters_file.display()
+                    ))
+                }
+            }
+        }
         let local = Local {
             listen,
             admin,
             upstream,
-            filters: FiltersFile::load(&filters_file)?.local_wasm_filters(&dir)?,
-            clusters: Vec::new(),
+            filters: file.local_wasm_filters(&dir)?,
+            clusters,
         };
         local.to_yaml(&envoy::generated_from(&filters_file))?
     };

@@ -151,7 +151,8 @@ fn lua_envoyfilter_and_authn_ext_auth_decide_alike_except_where_lua_is_wrong() {
     );
 
     // Same decision and same identity at the upstream.
-    let alike: &[(&str, &str, &[(&str, &str)])] = &[
+    type Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let alike: &[Request] = &[
         (
             "valid bearer",
             "/orders/1",
