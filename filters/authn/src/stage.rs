@@ -190,6 +190,9 @@ struct Vm {
     scope: Option<Rc<str>>,
     /// Root callouts in flight: (token, provider, kind).
     root_calls: Vec<(Token, usize, FetchKind)>,
+    /// When this worker last logged an auth-service failure: an outage
+    /// logs once a second per worker, not once per request.
+    ext_logged_ms: u64,
 }
 
 /// The authn stage.
@@ -796,6 +799,7 @@ impl Authn {
                 400 => "meshguard_authn_bad_request",
                 401 => "meshguard_authn_unauthorized",
                 403 => "meshguard_authn_forbidden",
+                413 => "meshguard_authn_body_too_large",
                 _ => "meshguard_authn_unavailable",
             });
         if let Some(c) = challenge {

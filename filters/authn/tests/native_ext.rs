@@ -16,7 +16,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use meshguard_authn::stage::Authn;
 use meshguard_stage::pipeline::Flow;
-use meshguard_stage::testing::{run_table, Answer, Driver, FakeProxy, Runtime, TestStream};
+use meshguard_stage::testing::{
+    capture_logs, run_table, Answer, Driver, FakeProxy, Runtime, TestStream,
+};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_800_000_000;
@@ -277,7 +279,12 @@ fn fail_open_passes_without_identity_and_counts() {
     let mut d = driver(&v.to_string());
     let mut req = legacy(&[("authorization", "Bearer alice"), ("x-user-id", "mallory")]);
     req[1].1 = "/down/x".into();
-    let (up, _) = exchange(&mut d, &req, b"");
+    let ((up, _), logs) = capture_logs(|| exchange(&mut d, &req, b""));
+    assert!(
+        logs.iter()
+            .any(|(l, m)| *l == log::Level::Warn && m.contains("failing open")),
+        "{logs:?}"
+    );
     let up = up.unwrap();
     assert!(!up.iter().any(|(k, _)| k == "x-user-id"), "{up:?}");
     assert_eq!(d.proxy.counter("meshguard_authn_ext_fail_open.down"), 1);

@@ -382,25 +382,49 @@ impl Authn {
                 Step::Wait(token)
             }
             Err(e) => {
-                log::warn!(
-                    "authn: cannot call the auth service `{}` (cluster `{}`): {e:?}",
-                    x.name,
-                    x.cluster
-                );
+                if self.log_failure(cx) {
+                    log::warn!(
+                        "authn: cannot call the auth service `{}` (cluster `{}`): {e:?}",
+                        x.name,
+                        x.cluster
+                    );
+                }
                 self.ext_failed(x, cx)
             }
         }
     }
 
+    /// Whether to log a service failure now: at most once a second per
+    /// worker (the metrics count every one).
+    fn log_failure(&self, cx: &mut Cx<'_>) -> bool {
+        let now = now_ms(cx.host());
+        match self.vm.try_borrow_mut() {
+            Ok(mut vm) if now.saturating_sub(vm.ext_logged_ms) >= 1000 => {
+                vm.ext_logged_ms = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn ext_failed(&self, x: &ExtProvider, cx: &mut Cx<'_>) -> Step {
         cx.count(x.m.error);
+        let log = self.log_failure(cx);
         if x.fail_open {
             cx.count(x.m.fail_open);
+            if log {
+                log::warn!(
+                    "authn: auth service `{}` failed; failing open (no identity; logged at most once a second)",
+                    x.name
+                );
+            }
+            return Step::Continue;
+        }
+        if log {
             log::warn!(
-                "authn: auth service `{}` failed; failing open (no identity)",
+                "authn: auth service `{}` failed; answering 503 (logged at most once a second)",
                 x.name
             );
-            return Step::Continue;
         }
         let mut s = self.deny(503, None, "temporarily_unavailable", "");
         if let Step::Respond(r) = &mut s {
