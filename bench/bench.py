@@ -255,6 +255,169 @@ def native_local_ratelimit(per_second):
     }]
 
 
+# authn-ext (issue 9): authn's external-auth mode against the designs it
+# replaces, and its HMAC request signatures. Every calling variant calls the
+# same auth service: a separate Envoy (1 worker, pinned with wrk, see
+# AuthService below) whose direct_response answers 200 with the identity
+# headers, so the figures are the proxy's cost, not the service's.
+AUTH_IDENTITY = {"x-user-id": "user-42", "x-tenant": "acme"}
+# What every ext-auth request carries: the credential the service checks and
+# the decision cache is keyed by.
+EXT_HEADERS = ["authorization: Bearer user-42"]
+AUTH_SERVICE_PORT = None  # set when AuthService starts
+
+
+def auth_cluster():
+    if AUTH_SERVICE_PORT is None:
+        raise SystemExit("the auth service is not running")
+    return {"name": "auth", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "auth", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                             "port_value": AUTH_SERVICE_PORT}}}}]}]}}
+
+
+def authn_ext_config(allow_seconds):
+    """The ext_auth provider the fuel table measures too
+    (AUTHN_EXT_CACHE_CONFIG / AUTHN_EXT_CALL_CONFIG in tests/src/fuel.rs)."""
+    return {
+        "providers": [],
+        "ext_auth": [{"name": "legacy", "cluster": "auth", "path_prefix": "/check", "timeout_ms": 300,
+                      "request_headers": ["authorization", "cookie"],
+                      "response_headers": ["x-user-id", "x-tenant"],
+                      "cache": {"allow_seconds": allow_seconds}}],
+        "rules": [{"requires": {"ext_auth": "legacy"}}],
+    }
+
+
+# The Lua design authn's ext-auth mode replaces: the script of
+# istio/examples/lua-auth/envoyfilter.yaml (a call to the auth service on
+# every request, identity headers copied on 2xx, the service's answer sent
+# back otherwise), with the bench's cluster and authority and a 300 ms
+# timeout (the example's is 5000 ms; the other variants use 300 ms).
+LUA_EXT_AUTH = r"""
+local AUTH_CLUSTER = "auth"
+
+function envoy_on_request(request_handle)
+  local h = request_handle:headers()
+  local path = h:get(":path")
+  if string.sub(path, 1, 7) == "/health" then
+    return
+  end
+  local headers, body = request_handle:httpCall(
+    AUTH_CLUSTER,
+    {
+      [":method"] = h:get(":method"),
+      [":path"] = "/check" .. path,
+      [":authority"] = "auth",
+      ["authorization"] = h:get("authorization"),
+      ["cookie"] = h:get("cookie"),
+    },
+    "",
+    300)
+  local status = tonumber(headers[":status"]) or 503
+  if status >= 200 and status < 300 then
+    for _, name in ipairs({"x-user-id", "x-tenant"}) do
+      local value = headers[name]
+      if value then
+        h:replace(name, value)
+      end
+    end
+    return
+  end
+  request_handle:respond(
+    {[":status"] = tostring(status),
+     ["content-type"] = headers["content-type"] or "text/plain"},
+    body)
+end
+"""
+
+
+def lua_ext_auth():
+    return [{
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_EXT_AUTH},
+        },
+    }]
+
+
+def native_ext_authz():
+    """Envoy's ext_authz with an HTTP service (/work/shared/PROTOCOLS.md §C):
+    the same cluster, path prefix, timeout and headers. The request headers
+    sent are the filter's `allowed_headers` (authorization_request's own
+    field is deprecated in Envoy 1.40; same meaning for an HTTP service)."""
+    return [{
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "allowed_headers": {"patterns": [{"exact": "authorization"}, {"exact": "cookie"}]},
+            "http_service": {
+                "server_uri": {"uri": "http://auth", "cluster": "auth", "timeout": "0.3s"},
+                "path_prefix": "/check",
+                "authorization_response": {"allowed_upstream_headers": {
+                    "patterns": [{"exact": "x-user-id"}, {"exact": "x-tenant"}]}},
+            },
+        },
+    }]
+
+
+# HMAC: one key (AUTHN_HMAC_CONFIG in tests/src/fuel.rs has the same); the
+# bench's POST, signed with `meshguard sign` for the Host, path and body wrk
+# sends (bench/wrk-signed-post.lua).
+HMAC_SECRET = "bWVzaGd1YXJkIGJlbmNoIHBhcnRuZXItYSBzZWNyZXQsIDMyKyBieXRlcw=="  # base64, bench only
+HMAC_BODY = '{"order":7,"qty":1}'
+HMAC_HOST = "shop.example.com"
+HMAC_PATH = "/orders?id=7"
+
+
+def body_buffer():
+    """Envoy's buffer filter, in front of the router in the POST variants.
+    A direct_response answers at the request headers: with a body still to
+    come, Envoy's HTTP/1 codec then closes the connection (`connection:
+    close`), so without this every POST was a new connection (measured: one
+    per request, ~70 µs per request with no filter at all, against ~21 for
+    the GET). With the body read first, the connection is kept alive."""
+    return [{
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                         "max_request_bytes": 65536},
+    }]
+
+
+def authn_hmac_config():
+    return {
+        "providers": [],
+        "hmac": [{"name": "partners", "keys": [{"id": "partner-a", "secret": HMAC_SECRET}],
+                  "max_body_bytes": 1024}],
+        "rules": [{"requires": {"hmac": "partners"}}],
+    }
+
+
+def hmac_signature():
+    """Content-Digest, Signature-Input and Signature for the bench's POST,
+    created now (`meshguard sign`; the filter accepts ±300 s, and the bench
+    re-signs at the start of every round)."""
+    if not os.path.exists(MESHGUARD):
+        raise SystemExit(f"{MESHGUARD} missing: run `make cli`")
+    out = subprocess.run([MESHGUARD, "sign", "POST", f"http://{HMAC_HOST}{HMAC_PATH}", "--key-id", "partner-a",
+                          "--secret-env", "MESHGUARD_BENCH_HMAC_SECRET", "--body", HMAC_BODY],
+                         env={**os.environ, "MESHGUARD_BENCH_HMAC_SECRET": HMAC_SECRET},
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"meshguard sign failed:\n{out.stderr}")
+    lines = [l for l in out.stdout.splitlines() if l.strip()]
+    if len(lines) != 3:
+        raise SystemExit(f"meshguard sign: expected three header lines, got:\n{out.stdout}")
+    return lines
+
+
+# What the signed-POST variants send: wrk's script posts HMAC_BODY with a
+# fixed Host, and the signature headers, made again every round.
+SIGNED_POST = {"headers": [f"Host: {HMAC_HOST}"], "sign": hmac_signature, "path": HMAC_PATH,
+               "script": "bench/wrk-signed-post.lua", "wrk_env": {"MESHGUARD_BENCH_BODY": HMAC_BODY}}
+
+
 def repo_path(rel):
     return os.path.join(ROOT, rel)
 
@@ -319,6 +482,31 @@ VARIANTS = [
     {"name": "meshguard ratelimit low limit (wasm)", "group": "ratelimit", "non_2xx": "mixed",
      "needs": {"dist/ratelimit.wasm": "make build"},
      "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config(1))]},
+    # authn-ext (issue 9): every request carries one credential; the auth
+    # service (a direct_response Envoy) allows it. Lua and native ext_authz
+    # call on every request; authn's warm cache calls once per 30 s (the
+    # allow TTL), its every-call variant on every request.
+    {"name": "lua + httpCall (the design authn replaces)", "group": "authn-ext", "headers": EXT_HEADERS,
+     "auth_service": True, "clusters": lambda: [auth_cluster()], "filters": lua_ext_auth},
+    {"name": "native ext_authz (HTTP service)", "group": "authn-ext", "headers": EXT_HEADERS,
+     "auth_service": True, "clusters": lambda: [auth_cluster()], "filters": native_ext_authz},
+    {"name": "meshguard authn ext-auth warm cache (wasm)", "group": "authn-ext", "headers": EXT_HEADERS,
+     "auth_service": True, "clusters": lambda: [auth_cluster()], "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_ext_config(30))]},
+    {"name": "meshguard authn ext-auth every call (wasm)", "group": "authn-ext", "headers": EXT_HEADERS,
+     "auth_service": True, "clusters": lambda: [auth_cluster()], "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_ext_config(0))]},
+    # A POST with a 19-byte JSON body (bench/wrk-signed-post.lua), signed
+    # over @method @authority @path @query content-digest; wrk sends a fixed
+    # Host (the signed @authority). The same signature on every request (no
+    # nonce configured), re-signed every round. Both POST variants have the
+    # buffer filter before the router (body_buffer()); the first is that
+    # alone, the reference the HMAC variant's own cost is read against.
+    {"name": "no filter, signed POST (buffer filter only)", "group": "authn-ext",
+     **SIGNED_POST, "filters": body_buffer},
+    {"name": "meshguard authn HMAC small body (wasm)", "group": "authn-ext",
+     **SIGNED_POST, "needs": {"dist/authn.wasm": "make build"},
+     "filters": lambda: [wasm_filter("authn", repo_path("dist/authn.wasm"), authn_hmac_config())] + body_buffer()},
     {"name": "native JSON access log (file)", "group": "accesslog",
      "filters": lambda: [], "access_log": native_json_access_log},
     {"name": "meshguard accesslog (wasm, log line)", "group": "accesslog",
@@ -345,6 +533,15 @@ def free_port():
 
 
 def envoy_config(variant, port, admin):
+    clusters = variant.get("clusters", [])
+    if callable(clusters):
+        clusters = clusters()
+    route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    if variant.get("response_headers"):
+        # The auth service's answer (AuthService).
+        route["response_headers_to_add"] = [
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in variant["response_headers"].items()]
     router = {"name": "envoy.filters.http.router",
               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     return {
@@ -359,14 +556,13 @@ def envoy_config(variant, port, admin):
                     "stat_prefix": "bench",
                     "route_config": {"virtual_hosts": [{
                         "name": "all", "domains": ["*"],
-                        "routes": [{"match": {"prefix": "/"},
-                                    "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
+                        "routes": [route],
                     }]},
                     "http_filters": variant["filters"]() + [router],
                     "access_log": variant.get("access_log", lambda: [])(),
                 },
             }]}],
-        }], "clusters": variant.get("clusters", [])},
+        }], "clusters": clusters},
     }
 
 
@@ -389,9 +585,16 @@ class Envoy:
     def __init__(self, variant, workdir, prefix):
         self.port, self.admin = free_port(), free_port()
         name = variant["name"]
-        self.headers = variant.get("headers", REQUEST_HEADERS)
-        # A wrk Lua script that writes each request itself (varying keys).
+        self.base_headers = variant.get("headers", REQUEST_HEADERS)
+        # Headers made fresh at the start of every round (a signature's
+        # `created`): see refresh().
+        self.sign = variant.get("sign")
+        self.refresh()
+        self.path = variant.get("path", REQUEST_PATH)
+        # A wrk Lua script that writes each request itself (varying keys),
+        # and what it reads from the environment.
         self.script = variant.get("script")
+        self.wrk_env = variant.get("wrk_env")
         self.non_2xx = variant.get("non_2xx", False)
         self.cfg = os.path.join(workdir, re.sub(r"\W+", "_", name) + ".json")
         with open(self.cfg, "w") as f:
@@ -415,6 +618,10 @@ class Envoy:
             time.sleep(0.1)
         self.stop()
         raise SystemExit(f"envoy ({name}) not ready; see {self.cfg}.log")
+
+    def refresh(self):
+        """The request headers for the next runs (re-signed if signed)."""
+        self.headers = self.base_headers + (self.sign() if self.sign else [])
 
     def admin_get(self, path):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}{path}", timeout=2) as r:
@@ -445,6 +652,33 @@ class Envoy:
         self.log.close()
 
 
+class AuthService(Envoy):
+    """The auth service the authn-ext variants call (cluster `auth`): an
+    Envoy, 1 worker, whose direct_response answers every check 200 with
+    x-user-id and x-tenant, in microseconds, so what a variant costs is the
+    proxy's side of the call, not the service. Pinned to the load
+    generator's core (it is part of the load, like wrk), which keeps Envoy's
+    core for the proxies measured; 127.0.0.1 only, stopped by PID."""
+
+    def __init__(self, workdir, prefix):
+        global AUTH_SERVICE_PORT
+        super().__init__({"name": "auth service", "filters": lambda: [], "response_headers": AUTH_IDENTITY},
+                         workdir, prefix)
+        AUTH_SERVICE_PORT = self.port
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/check/checkout", timeout=2) as r:
+            got = {k: r.headers.get(k) for k in AUTH_IDENTITY}
+        if got != AUTH_IDENTITY:
+            self.stop()
+            raise SystemExit(f"the auth service answered {got}, expected {AUTH_IDENTITY}")
+
+
+def auth_calls(envoy):
+    """Calls this Envoy made to the auth service (its `auth` cluster)."""
+    text = envoy.admin_get("/stats?filter=^cluster%5C.auth%5C.upstream_rq_total$")
+    m = re.search(r"cluster\.auth\.upstream_rq_total: (\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
 UNIT = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
@@ -462,8 +696,9 @@ def wrk(prefix, envoy, conns, duration):
         cmd += ["-H", h]
     if envoy.script:
         cmd += ["-s", repo_path(envoy.script)]
-    cmd.append(f"http://127.0.0.1:{envoy.port}{REQUEST_PATH}")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    cmd.append(f"http://127.0.0.1:{envoy.port}{envoy.path}")
+    env = {**os.environ, **envoy.wrk_env} if envoy.wrk_env else None
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, env=env).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -615,6 +850,9 @@ def summarize(variants, conns, raw, side):
             s["cpu_us_alone"] = spread([r["cpu_us"] for r in runs])
             s["added_cpu_us_alone"] = spread([r["cpu_us"] - b["cpu_us"] for r, b in zip(runs, base)])
             s["requests_per_run"] = spread([r["requests"] for r in runs])
+            # Latency a filter adds: the same round's difference to no filter.
+            for k in ("p50", "p99"):
+                s[f"{k}_added"] = spread([r[k] - b[k] for r, b in zip(runs, base)])
             notes = []
             if v != BASELINE:
                 # A figure whose spread is wider than the difference it claims.
@@ -664,6 +902,21 @@ def table(meta, variants, conns, summary):
                 note = ("within noise: " + ", ".join(s["within_noise"])) if s["within_noise"] else ""
             lines.append(f"| {v} | {c} | {fmt(s['cpu_us'], 1)} | {cpu_ratio} | {added} | {fmt(s['rps'])} | "
                          f"{ratio} | {fmt(s['p50'])} | {fmt(s['p99'])} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def latency_table(variants, conns, summary):
+    """Latency each variant adds over no filter (one-at-a-time runs; the
+    difference taken per round, median with the spread)."""
+    lines = ["Latency added over no filter (one variant at a time; per round, the variant's "
+             "percentile minus no filter's in the same round; median (min–max)):", "",
+             "| filter | conns | p50 added µs | p99 added µs |", "|---|---:|---:|---:|"]
+    for c in conns:
+        for v in variants:
+            if v == BASELINE:
+                continue
+            s = summary[f"{v}|{c}"]
+            lines.append(f"| {v} | {c} | {fmt(s['p50_added'])} | {fmt(s['p99_added'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -757,13 +1010,21 @@ def main():
     side = {(v, c): [] for v in names for c in conns}
     side_others = []
     envoys = {}
+    auth = None
+    calls = {}
     try:
+        if any(v.get("auth_service") for v in selected):
+            step("auth service (cluster auth): an Envoy direct_response answering 200 with "
+                 "x-user-id and x-tenant, 1 worker, pinned with wrk")
+            auth = AuthService(OUT_DIR, wrk_prefix)
         for v in selected:
             envoys[v["name"]] = Envoy(v, OUT_DIR, envoy_prefix)
             wrk(wrk_prefix, envoys[v["name"]], 16, 1)  # warm-up: VM start, JIT, connections
         # Connection counts outermost within a round: the runs a ratio or a
         # difference pairs are then at most one pass over the variants apart.
         for rnd in range(1, args.rounds + 1):
+            for e in envoys.values():
+                e.refresh()  # a signed variant signs again (created = now)
             for c in conns:
                 for name in names:
                     r = measure(envoys[name], wrk_prefix, c, args.duration, core)
@@ -782,10 +1043,17 @@ def main():
                 print(f"round {rnd}/{args.rounds} side by side c={c:<3d} µs CPU/req: "
                       + ", ".join(f"{n} {res[n]['cpu_us']:.1f}" for n in names)
                       + f" (others on Envoy's core {oth:.0%})", flush=True)
+        # How many requests each calling variant took to the auth service.
+        calls = {v["name"]: (auth_calls(envoys[v["name"]]), envoys[v["name"]].requests_served())
+                 for v in selected if v.get("auth_service")}
     finally:
         for e in envoys.values():
             e.stop()
+        if auth:
+            auth.stop()
     meta["load_after"] = loadavg()
+    if calls:
+        meta["auth_calls"] = {n: {"calls": c, "requests": r} for n, (c, r) in calls.items()}
     others = [r["core_others"] for runs in raw.values() for r in runs]
     meta["core_others"] = spread(others) if core is not None else None
     meta["core_others_side"] = spread(side_others) if core is not None else None
@@ -794,6 +1062,11 @@ def main():
     envoy_table = table(meta, names, conns, summary)
     print()
     print(envoy_table)
+    extra = latency_table(names, conns, summary)
+    if calls:
+        extra += ("\nCalls to the auth service over the whole run (the proxy's `cluster.auth.upstream_rq_total`): "
+                  + "; ".join(f"{n}: {c} of {r} requests" for n, (c, r) in calls.items()) + ".\n")
+    print(extra)
 
     shipping = None
     if args.filter in ("", "accesslog") and os.path.exists(repo_path("dist/accesslog.wasm")):
@@ -816,7 +1089,7 @@ def main():
     with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
-        f.write(envoy_table + "\n" + (shipping or "") + "\n" + (harness or "") + "\n" + (fuel or ""))
+        f.write(envoy_table + "\n" + extra + "\n" + (shipping or "") + "\n" + (harness or "") + "\n" + (fuel or ""))
     print(f"wrote {os.path.relpath(OUT_DIR, ROOT)}/results.md and results.json")
 
     if documented is not None:
@@ -947,8 +1220,13 @@ def harness_bench():
             "50 000 cycles after 5 000 warm-up, fuel averaged over 100 cycles.\n\n" + rows + "\n")
 
 
+# Bench groups whose fuel paths sit under another filter's name.
+FUEL_PREFIX = {"authn-ext": "authn"}
+
+
 def fuel_bench(filt):
     """Guest instructions per request for every path (tests/src/fuel.rs)."""
+    filt = FUEL_PREFIX.get(filt, filt)
     cmd = ["bench", "-q", "-p", "meshguard-e2e", "--bench", "fuel"] + (["--", filt] if filt else [])
     out = cargo(cmd, capture=True)
     rows = "\n".join(l for l in out.splitlines() if l.startswith("|"))
