@@ -193,6 +193,11 @@ struct Vm {
     /// When this worker last logged an auth-service failure: an outage
     /// logs once a second per worker, not once per request.
     ext_logged_ms: u64,
+    /// This worker's recent ext-auth decisions, in front of shared data.
+    ext_l1: ext::ExtL1,
+    /// Counters bumped on every ext-auth/HMAC request (allowed, cache
+    /// hits), added up here and handed over by the timer.
+    batched: Vec<(MetricId, i64)>,
 }
 
 /// The authn stage.
@@ -699,6 +704,9 @@ impl Stage for Authn {
                     self.m.cache_hit,
                     std::mem::take(&mut vm.batched_hits),
                 );
+            }
+            for (id, n) in std::mem::take(&mut vm.batched) {
+                next_bump(&mut bumps, id, n);
             }
             let invalid = std::mem::take(&mut vm.batched_invalid);
             for (why, n) in Invalid::ALL.iter().zip(invalid) {

@@ -129,6 +129,9 @@ fn case_table_in_wasm() {
     let mut rt = InHarness { h, vm };
     run_table(&mut rt, ext_cases::CASES);
     run_table(&mut rt, ext_cases::CASES);
+    // Hits and allows reach the proxy's counters with the timer.
+    rt.vm.advance_clock(Duration::from_secs(2)).unwrap();
+    rt.vm.tick().unwrap();
     let h = &rt.h;
     assert!(h.counter("meshguard_authn_ext_cache_hit.legacy") >= 4);
     assert!(h.counter("meshguard_authn_hmac_allowed.partners") > 0);
@@ -164,6 +167,8 @@ fn decision_cache_is_shared_by_two_vms_and_a_hit_makes_no_call() {
     let http = b.http(id).unwrap();
     assert_eq!(http.request_header("x-user-id").as_deref(), Some("alice"));
     assert_eq!(http.request_header("x-tenant").as_deref(), Some("acme"));
+    b.advance_clock(Duration::from_secs(2)).unwrap();
+    b.tick().unwrap();
     assert_eq!(h.counter("meshguard_authn_ext_cache_hit.legacy"), 1);
 }
 

@@ -143,6 +143,8 @@ fn case_table() {
     let calls = rt.d.proxy.calls.len();
     run_table(&mut rt, ext_cases::CASES);
     assert!(rt.d.proxy.calls.len() > calls);
+    // Hits reach the proxy's counters with the timer.
+    rt.d.tick();
     assert!(rt.d.proxy.counter("meshguard_authn_ext_cache_hit.legacy") >= 4);
 }
 
@@ -200,7 +202,9 @@ fn an_allow_is_cached_and_a_hit_makes_no_call() {
         assert!(up.contains(&("x-tenant".into(), "acme".into())));
     }
     assert_eq!(d.proxy.calls.len(), 1, "cache hits made calls");
+    d.tick();
     assert_eq!(d.proxy.counter("meshguard_authn_ext_cache_hit.legacy"), 3);
+    assert_eq!(d.proxy.counter("meshguard_authn_ext_allowed.legacy"), 4);
     // Other credentials: another call.
     exchange(&mut d, &legacy(&[("authorization", "Bearer bob")]), b"");
     assert_eq!(d.proxy.calls.len(), 2);

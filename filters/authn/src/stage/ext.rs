@@ -173,6 +173,34 @@ fn slot_of(tag: &Tag, slots: u32) -> u32 {
     (u64::from_le_bytes(hi) % u64::from(slots.max(1))) as u32
 }
 
+/// Decisions a worker keeps in front of shared data: a repeated
+/// credential costs no shared-data read.
+#[derive(Default)]
+pub(super) struct ExtL1 {
+    /// (provider, tag) → (expires, decision).
+    map: std::collections::HashMap<(usize, [u8; 16]), (u64, Rc<Decision>)>,
+}
+
+/// Entries per worker; the table is emptied when full (a flood of new
+/// credentials costs shared-data reads, never memory).
+const L1_ENTRIES: usize = 4096;
+
+impl ExtL1 {
+    fn get(&self, p: usize, tag: &Tag, now_ms: u64) -> Option<Rc<Decision>> {
+        self.map
+            .get(&(p, tag.bytes))
+            .filter(|(exp, _)| *exp > now_ms)
+            .map(|(_, d)| Rc::clone(d))
+    }
+
+    fn put(&mut self, p: usize, tag: &Tag, expires_ms: u64, d: &Rc<Decision>) {
+        if self.map.len() >= L1_ENTRIES {
+            self.map.clear();
+        }
+        self.map.insert((p, tag.bytes), (expires_ms, Rc::clone(d)));
+    }
+}
+
 /// A cached decision.
 enum Decision {
     /// Values for `response_headers` (by index).
@@ -238,8 +266,9 @@ fn encode(tag: &Tag, expires_ms: u64, d: &Decision) -> Vec<u8> {
     out
 }
 
-/// The slot's decision for `tag` if live; `Err(live_other)` otherwise.
-fn decode(value: &[u8], tag: &Tag, now_ms: u64) -> Result<Decision, bool> {
+/// The slot's decision for `tag` and its expiry if live; `Err(live_other)`
+/// otherwise.
+fn decode(value: &[u8], tag: &Tag, now_ms: u64) -> Result<(Decision, u64), bool> {
     let mut b = value;
     let (Some(t), Some(exp)) = (take(&mut b, 16), take(&mut b, 8)) else {
         return Err(false);
@@ -281,7 +310,7 @@ fn decode(value: &[u8], tag: &Tag, now_ms: u64) -> Result<Decision, bool> {
             _ => None,
         }
     })();
-    parsed.ok_or(false)
+    parsed.map(|d| (d, exp)).ok_or(false)
 }
 
 impl Authn {
@@ -338,15 +367,28 @@ impl Authn {
         let tag = self.ext_key(x, rq, cx);
         if let Some(tag) = &tag {
             let now = now_ms(cx.host());
+            let local = self
+                .vm
+                .try_borrow()
+                .ok()
+                .and_then(|vm| vm.ext_l1.get(i, tag, now));
+            if let Some(d) = local {
+                self.batch(x.m.cache_hit);
+                return self.ext_apply(x, &d, rq, cx);
+            }
             let key = self.ext_slot_key(x, tag.slot);
             match cx
                 .host()
                 .shared_get(&key)
                 .map(|(v, _)| decode(&v, tag, now))
             {
-                Some(Ok(d)) => {
-                    cx.count(x.m.cache_hit);
-                    return self.ext_apply(x, d, rq, cx);
+                Some(Ok((d, exp))) => {
+                    self.batch(x.m.cache_hit);
+                    let d = Rc::new(d);
+                    if let Ok(mut vm) = self.vm.try_borrow_mut() {
+                        vm.ext_l1.put(i, tag, exp, &d);
+                    }
+                    return self.ext_apply(x, &d, rq, cx);
                 }
                 _ => cx.count(x.m.cache_miss),
             }
@@ -504,30 +546,47 @@ impl Authn {
                 let _ = cx
                     .host()
                     .shared_set(&key, &encode(&tag, now + ttl, &decision), 0);
+                let d = Rc::new(decision);
+                if let Ok(mut vm) = self.vm.try_borrow_mut() {
+                    vm.ext_l1.put(i, &tag, now + ttl, &d);
+                }
+                return self.ext_apply(x, &d, rq, cx);
             }
         }
-        self.ext_apply(x, decision, rq, cx)
+        self.ext_apply(x, &decision, rq, cx)
+    }
+
+    /// Adds one to a counter on the worker's tally, handed to the proxy by
+    /// the timer (no host call per request); directly if the tally is busy.
+    fn batch(&self, id: MetricId) {
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            match vm.batched.iter_mut().find(|(m, _)| *m == id) {
+                Some((_, n)) => *n += 1,
+                None => vm.batched.push((id, 1)),
+            }
+        }
     }
 
     fn ext_apply(
         &self,
         x: &ExtProvider,
-        d: Decision,
+        d: &Decision,
         rq: &mut Request<'_>,
         cx: &mut Cx<'_>,
     ) -> Step {
         match d {
             Decision::Allow(values) => {
-                cx.count(x.m.allowed);
+                self.batch(x.m.allowed);
                 let mut subject = None;
                 for (i, v) in values {
-                    let Some(h) = x.response_headers.get(i as usize) else {
+                    let i = *i as usize;
+                    let Some(h) = x.response_headers.get(i) else {
                         continue;
                     };
-                    if x.identity == Some(i as usize) && !v.is_empty() {
-                        subject = std::str::from_utf8(&v).ok().map(Rc::<str>::from);
+                    if x.identity == Some(i) && !v.is_empty() {
+                        subject = std::str::from_utf8(v).ok().map(Rc::<str>::from);
                     }
-                    rq.set(Rc::clone(h), v);
+                    rq.set(Rc::clone(h), v.clone());
                 }
                 if let Some(s) = subject {
                     self.publish(s, Some(Rc::clone(&x.issuer)), cx);
@@ -540,9 +599,10 @@ impl Authn {
                 body,
             } => {
                 cx.count(x.m.denied);
-                let mut r = LocalReply::new(status, body).details("meshguard_authn_ext_denied");
+                let mut r =
+                    LocalReply::new(*status, body.clone()).details("meshguard_authn_ext_denied");
                 for (n, v) in headers {
-                    r = r.header(n, v);
+                    r = r.header(*n, v.clone());
                 }
                 Step::Respond(r)
             }
@@ -627,7 +687,7 @@ impl Authn {
             (true, Some(d)) => st.ext.digest = Some((i, d)),
             _ => cx.skip_body(),
         }
-        cx.count(h.allowed);
+        self.batch(h.allowed);
         if let Some(k) = h.policy.keys.get(v.key) {
             rq.set(Rc::clone(&h.identity_header), Rc::clone(&k.subject));
             self.publish(Rc::clone(&k.subject), Some(Rc::clone(&h.issuer)), cx);
