@@ -103,7 +103,7 @@ $curl_note  # authn: the API needs a token (401 without one); a demo token for b
   # a client-forged identity header never reaches the upstream
   curl -s -H 'x-user-id: admin' http://127.0.0.1:$LISTEN_PORT/public/x
   # authn ext-auth: /legacy asks the demo auth service (401 without credentials;
-  # 'Bearer carol' or the cookie 'session=carol' -> x-user-id: carol, x-tenant: acme)
+  # 'Bearer carol' or the cookie 'session=carol' -> x-user-id: carol)
   curl -si http://127.0.0.1:$LISTEN_PORT/legacy/orders | head -1
   curl -s -H 'authorization: Bearer carol' http://127.0.0.1:$LISTEN_PORT/legacy/orders
   # authn HMAC: /signed needs an RFC 9421 signature (demo key, local only)
