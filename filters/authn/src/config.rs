@@ -169,11 +169,59 @@ pub struct HmacKeyConfig {
     /// The signature's `keyid`.
     pub id: String,
     /// The key bytes, base64 (standard alphabet); at least 32 bytes. Never
-    /// logged or echoed in errors.
+    /// logged or echoed in errors (not even a wrong type's value).
+    #[serde(deserialize_with = "secret_string")]
     pub secret: String,
     /// The identity of requests signed with this key. Default: `id`.
     #[serde(default)]
     pub subject: Option<String>,
+}
+
+/// A string, and for anything else an error that does not quote the value
+/// (serde's own would: `invalid type: integer 1311768467294899695`).
+fn secret_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl<'v> serde::de::Visitor<'v> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a base64 string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
+            Err(E::custom("expected a base64 string, got a boolean"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
+            Err(E::custom(
+                "expected a base64 string, got a number (quote the secret)",
+            ))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
+            Err(E::custom(
+                "expected a base64 string, got a number (quote the secret)",
+            ))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
+            Err(E::custom(
+                "expected a base64 string, got a number (quote the secret)",
+            ))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+            Err(E::custom("expected a base64 string, got null"))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<String, A::Error> {
+            Err(serde::de::Error::custom(
+                "expected a base64 string, got a list",
+            ))
+        }
+        fn visit_map<A: serde::de::MapAccess<'v>>(self, _: A) -> Result<String, A::Error> {
+            Err(serde::de::Error::custom(
+                "expected a base64 string, got an object",
+            ))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 impl std::fmt::Debug for HmacKeyConfig {
@@ -788,6 +836,16 @@ impl ExtAuthConfig {
                 .field("timeout_ms")
                 .err("expected 1 to 30000 milliseconds"));
         }
+        for (field, n) in [
+            ("request_headers", self.request_headers.len()),
+            ("response_headers", self.response_headers.len()),
+        ] {
+            if n > MAX_EXT_HEADERS {
+                return Err(at
+                    .field(field)
+                    .err(format!("expected at most {MAX_EXT_HEADERS} headers")));
+            }
+        }
         let mut seen = Vec::new();
         for (i, h) in self.request_headers.iter().enumerate() {
             // Read, not set: any header name, reserved ones (authorization,
@@ -846,6 +904,9 @@ impl ExtAuthConfig {
         Ok(())
     }
 }
+
+/// Most headers an ext-auth service is sent or may set.
+pub const MAX_EXT_HEADERS: usize = 32;
 
 /// Components this verifier can check (RFC 9421 §2.2, and header names).
 pub const DERIVED_COMPONENTS: [&str; 7] = [

@@ -205,9 +205,11 @@ fn derived<H: HeaderSource + ?Sized>(h: &H, name: &str) -> Option<Vec<u8>> {
         }
         "@request-target" => path.to_vec(),
         "@target-uri" => {
+            // The target URI as sent (RFC 9421 §2.2.2): the authority
+            // unnormalized.
             let mut v = scheme.clone();
             v.extend_from_slice(b"://");
-            v.extend_from_slice(&authority());
+            v.extend_from_slice(h.first(":authority").unwrap_or_default());
             v.extend_from_slice(if path.is_empty() { b"/" } else { path });
             v
         }

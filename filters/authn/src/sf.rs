@@ -3,8 +3,15 @@
 //! A strict parser (anything the RFC's parsing algorithm rejects is an
 //! error, never a guess) and the serializer `@signature-params` needs.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
+
+/// Standard alphabet, padding optional.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// A bare item (RFC 8941 §3.3).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +38,12 @@ pub type Dictionary = Vec<(String, Member)>;
 
 /// Longest field value parsed: bigger ones are refused, not scanned.
 pub const MAX_FIELD: usize = 16 * 1024;
+/// Most dictionary members, inner-list items and parameters per item
+/// parsed (duplicates are found by a scan: the caps keep it linear in
+/// practice; real signatures have a handful).
+pub const MAX_MEMBERS: usize = 32;
+pub const MAX_ITEMS: usize = 64;
+pub const MAX_PARAMS: usize = 16;
 
 struct P<'a> {
     s: &'a [u8],
@@ -91,9 +104,12 @@ impl P<'_> {
                 Bare::Boolean(true)
             };
             // RFC 8941: a later duplicate overwrites the earlier one.
-            match out.iter_mut().find(|(x, _)| *x == k) {
-                Some(slot) => slot.1 = v,
-                None => out.push((k, v)),
+            if let Some(slot) = out.iter_mut().find(|(x, _)| *x == k) {
+                slot.1 = v;
+            } else if out.len() < MAX_PARAMS {
+                out.push((k, v));
+            } else {
+                return Err("too many parameters");
             }
         }
         Ok(out)
@@ -211,7 +227,8 @@ impl P<'_> {
         if self.bump() != Some(b':') {
             return Err("unterminated byte sequence");
         }
-        STANDARD
+        // RFC 8941 §4.2.7: parsers SHOULD NOT fail on missing padding.
+        LENIENT
             .decode(text)
             .map(Bare::Bytes)
             .map_err(|_| "bad base64 in a byte sequence")
@@ -226,6 +243,9 @@ impl P<'_> {
                 self.i += 1;
                 let params = self.params()?;
                 return Ok(Member::Inner(items, params));
+            }
+            if items.len() >= MAX_ITEMS {
+                return Err("too many inner-list items");
             }
             let item = self.bare()?;
             let params = self.params()?;
@@ -263,9 +283,12 @@ pub fn dictionary(value: &[u8]) -> Result<Dictionary, &'static str> {
         } else {
             Member::Item(Bare::Boolean(true), p.params()?)
         };
-        match out.iter_mut().find(|(x, _)| *x == k) {
-            Some(slot) => slot.1 = m,
-            None => out.push((k, m)),
+        if let Some(slot) = out.iter_mut().find(|(x, _)| *x == k) {
+            slot.1 = m;
+        } else if out.len() < MAX_MEMBERS {
+            out.push((k, m));
+        } else {
+            return Err("too many dictionary members");
         }
         p.ows();
         if p.done() {
@@ -285,7 +308,7 @@ pub fn dictionary(value: &[u8]) -> Result<Dictionary, &'static str> {
 pub fn write_bare(b: &Bare, out: &mut String) {
     match b {
         Bare::Integer(n) => out.push_str(&n.to_string()),
-        Bare::Decimal(d) => out.push_str(d),
+        Bare::Decimal(d) => out.push_str(&canonical_decimal(d)),
         Bare::String(s) => {
             out.push('"');
             for c in s.chars() {
@@ -305,6 +328,26 @@ pub fn write_bare(b: &Bare, out: &mut String) {
         Bare::Boolean(true) => out.push_str("?1"),
         Bare::Boolean(false) => out.push_str("?0"),
     }
+}
+
+/// RFC 8941 §4.1.5: no leading zeros, at most three fractional digits
+/// without trailing zeros, at least one (`01.50` → `1.5`, `2.000` → `2.0`).
+fn canonical_decimal(d: &str) -> String {
+    let (neg, d) = match d.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, d),
+    };
+    let (int, frac) = d.split_once('.').unwrap_or((d, "0"));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let mut out = String::with_capacity(d.len() + 2);
+    if neg && !(int.is_empty() && frac.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    out.push('.');
+    out.push_str(if frac.is_empty() { "0" } else { frac });
+    out
 }
 
 pub fn write_params(params: &Params, out: &mut String) {
@@ -387,6 +430,41 @@ mod tests {
             );
         }
         assert!(dictionary(&vec![b'a'; MAX_FIELD + 1]).is_err());
+    }
+
+    #[test]
+    fn many_members_are_refused_not_scanned() {
+        let many: String = (0..40)
+            .map(|i| format!("k{i}=1"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(dictionary(many.as_bytes()).is_err());
+        let params: String = (0..20).map(|i| format!(";p{i}=1")).collect();
+        assert!(dictionary(format!("a=1{params}").as_bytes()).is_err());
+        let items: String = (0..70)
+            .map(|i| format!("\"c{i}\""))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(dictionary(format!("a=({items})").as_bytes()).is_err());
+        // A 16 KiB field of the same key: the last wins, in linear time.
+        let same: String = vec!["a=1"; 3000].join(",");
+        assert!(dictionary(same.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn unpadded_bytes_parse_and_decimals_serialize_canonically() {
+        let d = dictionary(b"a=:dGVzdA:").unwrap();
+        assert_eq!(d[0].1, Member::Item(Bare::Bytes(b"test".to_vec()), vec![]));
+        for (text, want) in [
+            ("1.50", "1.5"),
+            ("01.000", "1.0"),
+            ("-0.0", "0.0"),
+            ("-2.5", "-2.5"),
+        ] {
+            let mut s = String::new();
+            write_bare(&Bare::Decimal(text.into()), &mut s);
+            assert_eq!(s, want, "{text}");
+        }
     }
 
     #[test]

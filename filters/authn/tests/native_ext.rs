@@ -239,6 +239,20 @@ fn denials_are_not_cached_unless_configured_and_errors_never() {
 }
 
 #[test]
+fn decisions_too_big_to_cache_are_not_cached() {
+    let mut d = driver(&ext_cases::config(&jwks()));
+    let big = "u".repeat(5000);
+    let req = legacy(&[("authorization", &format!("Bearer {big}"))]);
+    for _ in 0..2 {
+        let (up, _) = exchange(&mut d, &req, b"");
+        assert!(up
+            .unwrap()
+            .contains(&("x-user-id".to_string(), big.clone())));
+    }
+    assert_eq!(d.proxy.calls.len(), 2, "a 5 KB identity was cached");
+}
+
+#[test]
 fn requests_without_credentials_are_never_cached() {
     let mut d = driver(&ext_cases::config(&jwks()));
     for _ in 0..3 {
@@ -466,6 +480,16 @@ fn bad_configs_name_their_path_and_never_echo_secrets() {
             "$.rules[4].requires.hmac",
         ),
         ("/ext_auth/0/unknown", json!(1), "$.ext_auth[0]"),
+        (
+            "/ext_auth/0/response_headers",
+            json!((0..33).map(|i| format!("x-h{i}")).collect::<Vec<_>>()),
+            "$.ext_auth[0].response_headers",
+        ),
+        (
+            "/hmac/0/keys/0/secret",
+            json!(1311768467294899695u64),
+            "$.hmac[0].keys[0].secret",
+        ),
     ];
     for (pointer, value, path) in cases {
         let mut v = base.clone();
@@ -484,7 +508,9 @@ fn bad_configs_name_their_path_and_never_echo_secrets() {
         };
         assert!(err.contains(path), "{pointer}: {err}");
         assert!(
-            !err.contains("c2hvcnQ") && !err.contains("not base64"),
+            !err.contains("c2hvcnQ")
+                && !err.contains("not base64")
+                && !err.contains("1311768467294899695"),
             "{err}"
         );
     }

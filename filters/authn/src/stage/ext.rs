@@ -22,8 +22,6 @@ use crate::msgsig::{self, Digest, Policy, SigError, SigKey};
 
 /// Longest body of a denial passed to the client (and cached).
 const MAX_DENY_BODY: usize = 64 * 1024;
-/// Denials with bodies up to this size are cached (when `deny_seconds`).
-const MAX_CACHED_DENY_BODY: usize = 4096;
 /// Longest value of a copied response header.
 const MAX_COPIED_VALUE: usize = 8192;
 
@@ -179,11 +177,18 @@ fn slot_of(tag: &Tag, slots: u32) -> u32 {
 pub(super) struct ExtL1 {
     /// (provider, tag) → (expires, decision).
     map: std::collections::HashMap<(usize, [u8; 16]), (u64, Rc<Decision>)>,
+    /// Bytes of header values and bodies held.
+    bytes: usize,
 }
 
-/// Entries per worker; the table is emptied when full (a flood of new
-/// credentials costs shared-data reads, never memory).
+/// Entries per worker and bytes they may hold; the table is emptied when
+/// either would be passed (a flood of new credentials costs shared-data
+/// reads, never memory).
 const L1_ENTRIES: usize = 4096;
+const L1_BYTES: usize = 2 << 20;
+/// Decisions bigger than this (header values plus body) are not cached,
+/// in shared data or in a worker.
+const MAX_CACHED_DECISION: usize = 4096;
 
 impl ExtL1 {
     fn get(&self, p: usize, tag: &Tag, now_ms: u64) -> Option<Rc<Decision>> {
@@ -194,10 +199,18 @@ impl ExtL1 {
     }
 
     fn put(&mut self, p: usize, tag: &Tag, expires_ms: u64, d: &Rc<Decision>) {
-        if self.map.len() >= L1_ENTRIES {
-            self.map.clear();
+        let size = d.size();
+        if size > MAX_CACHED_DECISION {
+            return;
         }
-        self.map.insert((p, tag.bytes), (expires_ms, Rc::clone(d)));
+        if self.map.len() >= L1_ENTRIES || self.bytes + size > L1_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        if let Some((_, old)) = self.map.insert((p, tag.bytes), (expires_ms, Rc::clone(d))) {
+            self.bytes = self.bytes.saturating_sub(old.size());
+        }
+        self.bytes += size;
     }
 }
 
@@ -213,6 +226,18 @@ enum Decision {
 }
 
 const DENY_HEADERS: [&str; 3] = ["www-authenticate", "location", "content-type"];
+
+impl Decision {
+    /// Bytes of header values and body it holds.
+    fn size(&self) -> usize {
+        match self {
+            Decision::Allow(values) => values.iter().map(|(_, v)| v.len() + 8).sum(),
+            Decision::Deny { headers, body, .. } => {
+                headers.iter().map(|(_, v)| v.len() + 8).sum::<usize>() + body.len()
+            }
+        }
+    }
+}
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     let n = b.len().min(u16::MAX as usize);
@@ -526,14 +551,10 @@ impl Authn {
         };
         if let Some(tag) = tag {
             let ttl = match &decision {
+                _ if decision.size() > MAX_CACHED_DECISION => 0,
                 Decision::Allow(_) => x.allow_ttl_ms,
-                Decision::Deny { status, body, .. } => {
-                    if matches!(status, 401 | 403) && body.len() <= MAX_CACHED_DENY_BODY {
-                        x.deny_ttl_ms
-                    } else {
-                        0
-                    }
-                }
+                Decision::Deny { status, .. } if matches!(status, 401 | 403) => x.deny_ttl_ms,
+                Decision::Deny { .. } => 0,
             };
             if ttl > 0 {
                 let now = now_ms(cx.host());
