@@ -553,7 +553,9 @@ impl Authn {
             let ttl = match &decision {
                 _ if decision.size() > MAX_CACHED_DECISION => 0,
                 Decision::Allow(_) => x.allow_ttl_ms,
-                Decision::Deny { status, .. } if matches!(status, 401 | 403) => x.deny_ttl_ms,
+                Decision::Deny {
+                    status: 401 | 403, ..
+                } => x.deny_ttl_ms,
                 Decision::Deny { .. } => 0,
             };
             if ttl > 0 {
