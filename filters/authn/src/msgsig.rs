@@ -460,9 +460,11 @@ mod tests {
         assert_eq!(derived(&h, "@authority").unwrap(), b"example.com");
         assert_eq!(derived(&h, "@path").unwrap(), b"/foo");
         assert_eq!(derived(&h, "@query").unwrap(), b"?param=Value&Pet=dog");
+        // @authority is normalized (RFC 9421 §2.2.3); @target-uri is the
+        // URI as sent.
         assert_eq!(
             derived(&h, "@target-uri").unwrap(),
-            b"http://example.com/foo?param=Value&Pet=dog"
+            b"http://Example.com:80/foo?param=Value&Pet=dog"
         );
         let mut h2 = h.clone();
         h2[2].1 = "/".into();
