@@ -14,7 +14,7 @@ mod global_cases;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use global_cases::{Case, Expect, Service};
+use global_cases::{Case, Expect};
 use meshguard_ratelimit::stage::RateLimit;
 use meshguard_stage::pipeline::Flow;
 use meshguard_stage::testing::{run_table, Driver, FakeProxy, Runtime};
