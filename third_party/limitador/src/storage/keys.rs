@@ -196,7 +196,8 @@ mod tests {
     }
 }
 
-#[cfg(feature = "disk_storage")]
+#[cfg(any(feature = "disk_storage", feature = "redis_storage"))]
+#[cfg_attr(not(feature = "disk_storage"), allow(dead_code))]
 pub mod bin {
     use serde::{Deserialize, Serialize};
     use std::collections::HashMap;
