@@ -174,6 +174,13 @@ const LIMITS: &str = r#"
   seconds: 60
   conditions: ["descriptors[0].path == '/v1/x'"]
   variables: ["descriptors[0].user"]
+# With an `id`, limitador keys the counter in its binary encoding (the code
+# third_party/limitador's patch compiles in for Redis).
+- namespace: by-id
+  id: by-id-limit
+  max_value: 3
+  seconds: 60
+  variables: ["descriptors[0].user"]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +221,29 @@ async fn two_instances_share_one_limit_through_redis() {
             .into_inner();
         assert_eq!(resp.overall_code, i32::from(Code::Ok));
     }
+
+    // A limit with an id: shared the same way.
+    let mut by_id = Vec::new();
+    for i in 0..5 {
+        let mut req = request("carol");
+        req.domain = "by-id".to_string();
+        let resp = clients[i % 2]
+            .should_rate_limit(req)
+            .await
+            .unwrap()
+            .into_inner();
+        by_id.push(Code::try_from(resp.overall_code).unwrap());
+    }
+    assert_eq!(
+        by_id,
+        [
+            Code::Ok,
+            Code::Ok,
+            Code::Ok,
+            Code::OverLimit,
+            Code::OverLimit
+        ]
+    );
 
     // Redis gone: UNAVAILABLE at once, every time, so Envoy's failure_mode_deny decides.
     let _ = redis.0.kill();
