@@ -117,6 +117,11 @@ pub struct Rls {
     limiter: Arc<Limiter>,
     /// Unix second of the last error logged: a Redis outage logs once a second, not per call.
     last_error_log: AtomicU64,
+    /// One check at a time. limitador's Redis storage reads the counters,
+    /// decides, then increments: two checks interleaved at the edge of a
+    /// limit would both pass. Serialized, one meshguard-rls admits exactly
+    /// the limit (several instances on one Redis can still race).
+    check_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Rls {
@@ -124,6 +129,7 @@ impl Rls {
         Rls {
             limiter: Arc::new(limiter),
             last_error_log: AtomicU64::new(0),
+            check_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -204,7 +210,9 @@ impl RateLimitService for Rls {
         // when a condition fails to evaluate, e.g. `descriptors[1].x == 'y'` on a
         // request with one descriptor; that must cost this call, not the connection.
         let limiter = Arc::clone(&self.limiter);
+        let serialized = Arc::clone(&self.check_lock).lock_owned().await;
         let checked = tokio::spawn(async move {
+            let _serialized = serialized;
             limiter
                 .check_rate_limited_and_update(&namespace, &ctx, delta)
                 .await
