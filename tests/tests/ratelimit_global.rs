@@ -96,7 +96,10 @@ fn envoy(dir: &std::path::Path, name: &str, upstream: u16, rls: u16, on_error: &
         &[("rls", rls)],
     ))
     .unwrap();
-    for c in config["static_resources"]["clusters"].as_array_mut().unwrap() {
+    for c in config["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+    {
         if c["name"] == "rls" {
             c["typed_extension_protocol_options"] = serde_json::json!({
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -153,7 +156,11 @@ fn two_envoys_share_one_limit_through_the_service() {
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
-    assert!(r.body_text().contains("\"rule\":\"api-user\""), "{}", r.body_text());
+    assert!(
+        r.body_text().contains("\"rule\":\"api-user\""),
+        "{}",
+        r.body_text()
+    );
     let r = b.get("/api/items", &[("x-user-id", "alice")]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-ratelimit-remaining"), Some("9"));
