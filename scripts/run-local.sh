@@ -102,6 +102,15 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 envoy_ready || { echo "Envoy did not become ready within 30 s (admin: http://127.0.0.1:$ADMIN_PORT/ready); see the output above" >&2; exit 1; }
+# The rate-limit service too: until it listens, global rules fail open.
+rls_ready() {
+  python3 -c "import socket, sys
+s = socket.socket()
+s.settimeout(1)
+sys.exit(0 if s.connect_ex(('127.0.0.1', $RLS_PORT)) == 0 else 1)"
+}
+for _ in $(seq 1 50); do rls_ready && break; sleep 0.2; done
+rls_ready || { echo "meshguard-rls did not listen on 127.0.0.1:$RLS_PORT within 10 s; see the output above" >&2; exit 1; }
 
 curl_note=""
 command -v curl >/dev/null || curl_note="  (curl is not installed: 'apt-get install curl' to try these)
