@@ -210,7 +210,16 @@ impl RateLimitService for Rls {
         // when a condition fails to evaluate, e.g. `descriptors[1].x == 'y'` on a
         // request with one descriptor; that must cost this call, not the connection.
         let limiter = Arc::clone(&self.limiter);
-        let serialized = Arc::clone(&self.check_lock).lock_owned().await;
+        // Queued behind a slow Redis for over a second: the caller's
+        // deadline (the filter's timeout) has passed anyway.
+        let Ok(serialized) = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            Arc::clone(&self.check_lock).lock_owned(),
+        )
+        .await
+        else {
+            return Err(Status::unavailable("rate-limit service busy"));
+        };
         let checked = tokio::spawn(async move {
             let _serialized = serialized;
             limiter

@@ -129,11 +129,8 @@ fn two_envoys_share_one_limit_through_the_service() {
         .map(|t| {
             std::thread::spawn(move || {
                 let mut statuses = Vec::new();
-                for i in 0..40 / 16 + 1 {
-                    if t * 3 + i >= 40 {
-                        break;
-                    }
-                    let port = if (t + i) % 2 == 0 { a_port } else { b_port };
+                for i in (t..40).step_by(16) {
+                    let port = if i % 2 == 0 { a_port } else { b_port };
                     let r = get(port, "/api/items", &[("x-user-id", "bob")]).unwrap();
                     statuses.push(r.status);
                 }

@@ -348,6 +348,23 @@ impl RateLimitConfig {
                     ))
                 }
                 (None, true) => {
+                    // Descriptor entry keys: `rule`, then one per part; a
+                    // header whose key collides would let the client pick
+                    // another rule's or part's value.
+                    let mut keys = vec!["rule".to_string()];
+                    for (j, part) in r.key.iter().enumerate() {
+                        let k = match part {
+                            KeyPart::ClientIp => "client_ip".to_string(),
+                            KeyPart::Path => "path".to_string(),
+                            KeyPart::Header(h) => h.to_ascii_lowercase().replace('-', "_"),
+                        };
+                        if keys.contains(&k) {
+                            return Err(p.field("key").index(j).err(format!(
+                                "descriptor entry `{k}` would appear twice (`rule`, `client_ip`, `path`, header names with `-` as `_`)"
+                            )));
+                        }
+                        keys.push(k);
+                    }
                     if self.global.is_none() {
                         return Err(p.field("global").err(
                             "a global rule needs the top-level `global` (the service's cluster and domain)",
@@ -693,6 +710,16 @@ mod tests {
             }),
             "$.global.timeout_ms",
             "expected 1 to 10000",
+        );
+        assert_err(
+            err_with(|v| {
+                v["global"] = serde_json::json!({"cluster": "rls", "domain": "shop"});
+                v["rules"][0]["global"] = true.into();
+                v["rules"][0]["key"] = serde_json::json!(["client_ip", {"header": "rule"}]);
+                v["rules"][0].as_object_mut().unwrap().remove("limit");
+            }),
+            "$.rules[0].key[1]",
+            "descriptor entry `rule` would appear twice",
         );
         assert_err(
             err_with(|v| {

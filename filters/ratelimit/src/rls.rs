@@ -4,6 +4,10 @@
 //! Unknown fields are skipped, as protobuf requires; malformed input is an
 //! error, never a panic.
 
+/// Statuses and headers kept from one answer (the rest are skipped): a
+/// misbehaving service cannot grow the VM's memory.
+const MAX_ENTRIES: usize = 64;
+
 /// gRPC service and method of the call.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 pub const METHOD: &str = "ShouldRateLimit";
@@ -200,9 +204,15 @@ pub fn decode_response(b: &[u8]) -> Option<Response> {
     while !r.done() {
         match r.field()? {
             (1, Field::Varint(c)) => out.overall = code(c),
-            (2, Field::Bytes(s)) => out.statuses.push(status(s)?),
-            (3, Field::Bytes(h)) => out.response_headers.push(header_value(h)?),
-            (4, Field::Bytes(h)) => out.request_headers.push(header_value(h)?),
+            (2, Field::Bytes(s)) if out.statuses.len() < MAX_ENTRIES => {
+                out.statuses.push(status(s)?)
+            }
+            (3, Field::Bytes(h)) if out.response_headers.len() < MAX_ENTRIES => {
+                out.response_headers.push(header_value(h)?)
+            }
+            (4, Field::Bytes(h)) if out.request_headers.len() < MAX_ENTRIES => {
+                out.request_headers.push(header_value(h)?)
+            }
             _ => {}
         }
     }

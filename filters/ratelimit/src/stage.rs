@@ -391,7 +391,7 @@ impl Stage for RateLimit {
         }
         // The rate-limit service's headers for an allowed request.
         for (k, v) in std::mem::take(&mut st.global_headers) {
-            rs.set(k.to_ascii_lowercase(), v);
+            rs.add(k, v);
         }
         if !self.headers.on_allowed {
             return;

@@ -148,3 +148,69 @@ fn on_error_deny_answers_503_when_the_service_fails() {
     assert_eq!(flow, Flow::Continue);
     assert!(d.proxy.replies.is_empty());
 }
+
+#[test]
+fn a_key_that_is_not_utf8_is_missing_not_a_failed_call() {
+    // `Entry.value` is a protobuf string: the service would refuse the call
+    // and `on_error: allow` would let every global rule pass.
+    let mut d = driver(global_cases::CONFIG, &["rls"]);
+    d.proxy.request = vec![
+        (":method".into(), b"GET".to_vec()),
+        (":path".into(), b"/api/items".to_vec()),
+        ("x-user-id".into(), vec![0x62, 0xff, 0x62]),
+    ];
+    let (_, flow) = d.request_as_is(true);
+    assert_eq!(flow, Flow::Continue);
+    assert!(d.proxy.grpc_calls.is_empty());
+    assert_eq!(
+        d.proxy.counter("meshguard_ratelimit_key_missing.api-user"),
+        1
+    );
+}
+
+#[test]
+fn the_service_cannot_set_framing_envoy_or_identity_headers() {
+    let mut d = driver(global_cases::CONFIG, &["rls"]);
+    let req = [
+        (":method", "GET"),
+        (":path", "/api/x"),
+        ("x-user-id", "bob"),
+    ];
+    let (mut s, _) = d.request(&req, true);
+    let headers = [
+        ("connection", "close"),
+        ("content-length", "0"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("x-user-id", "admin"),
+        ("x-tenant-plan", "gold"),
+    ];
+    // RateLimitResponse{overall_code: OK, request_headers_to_add: ...,
+    // response_headers_to_add: ...} (fields 1, 4, 3).
+    let mut m = vec![0x08, 1];
+    for field in [0x22u8, 0x1a] {
+        for (k, v) in headers {
+            let mut hv = vec![0x0a, k.len() as u8];
+            hv.extend_from_slice(k.as_bytes());
+            hv.extend_from_slice(&[0x12, v.len() as u8]);
+            hv.extend_from_slice(v.as_bytes());
+            m.push(field);
+            m.push(hv.len() as u8);
+            m.extend_from_slice(&hv);
+        }
+    }
+    d.answer_grpc(&mut s, 0, &m);
+    assert_eq!(d.proxy.request_header("x-user-id").as_deref(), Some("bob"));
+    assert_eq!(
+        d.proxy.request_header("x-tenant-plan").as_deref(),
+        Some("gold")
+    );
+    assert!(d.proxy.request_header("connection").is_none());
+    assert!(d
+        .proxy
+        .request_header("x-envoy-upstream-rq-timeout-ms")
+        .is_none());
+    d.response(&mut s, &[(":status", "200")]);
+    assert_eq!(d.proxy.response_header_all("x-tenant-plan"), ["gold"]);
+    assert!(d.proxy.response_header_all("connection").is_empty());
+    assert!(d.proxy.response_header_all("content-length").is_empty());
+}

@@ -46,6 +46,54 @@ pub(super) struct Waiting {
     local: Option<RateLimitVerdict>,
 }
 
+/// Most headers, and bytes of them, taken from one service answer.
+const MAX_SERVICE_HEADERS: usize = 16;
+const MAX_SERVICE_HEADER_BYTES: usize = 8192;
+/// The longest `Retry-After` a service can make the filter send (a day).
+const MAX_RETRY_AFTER: u64 = 86_400;
+
+/// Headers the service may not set: framing and hop-by-hop headers (they
+/// could desync a connection), Envoy's own, cookies and redirects, and the
+/// identity other meshguard stages vouch for.
+fn forbidden(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+            | "host"
+            | "set-cookie"
+            | "location"
+    ) || name.starts_with("x-envoy-")
+        || name.starts_with(':')
+        || name == meshguard_common::contract::IDENTITY_HEADER
+}
+
+/// The service's headers the filter applies: lowercase names, forbidden
+/// ones dropped, at most [`MAX_SERVICE_HEADERS`] and
+/// [`MAX_SERVICE_HEADER_BYTES`].
+fn service_headers(from: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in from {
+        let k = k.to_ascii_lowercase();
+        if forbidden(&k) {
+            continue;
+        }
+        bytes += k.len() + v.len();
+        if out.len() >= MAX_SERVICE_HEADERS || bytes > MAX_SERVICE_HEADER_BYTES {
+            break;
+        }
+        out.push((k, v.clone()));
+    }
+    out
+}
+
 /// The descriptor key of a key part: `client_ip`, `path`, or the header's
 /// name with `-` as `_` (`x-user-id` → `x_user_id`), so a Limitador
 /// condition reads `descriptors[0].x_user_id`.
@@ -124,9 +172,13 @@ impl RateLimit {
                         .get_or_insert_with(|| rq.header(":path").map(normalized))
                         .as_deref()
                         .map(<[u8]>::to_vec),
-                    KeyPart::Header(h) => {
-                        rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
-                    }
+                    // `Entry.value` is a protobuf string: a value that is not
+                    // UTF-8 would make the service refuse the whole call (and
+                    // with `on_error: allow` let the request through).
+                    KeyPart::Header(h) => rq
+                        .header(h)
+                        .filter(|v| !v.is_empty() && std::str::from_utf8(v).is_ok())
+                        .map(<[u8]>::to_vec),
                 };
                 let value = match (value, &rule.missing) {
                     (Some(v), _) => v,
@@ -140,6 +192,10 @@ impl RateLimit {
             }
             asked.push(i);
             descriptors.push(entries);
+            // The first matching global rule only: its descriptor is always
+            // `descriptors[0]`, the one limits' CEL reads (meshguard-rls and
+            // Limitador bind descriptors by position).
+            break;
         }
         if descriptors.is_empty() {
             return None;
@@ -209,12 +265,12 @@ impl RateLimit {
         let Some(r) = decoded else {
             return self.global_failed(g, st, w.local, cx);
         };
-        for (k, v) in &r.request_headers {
-            rq.set(k.to_ascii_lowercase(), v.clone());
+        for (k, v) in service_headers(&r.request_headers) {
+            rq.add(k, v);
         }
         if r.overall != rls::Code::OverLimit {
             cx.count(g.allowed);
-            st.global_headers = r.response_headers;
+            st.global_headers = service_headers(&r.response_headers);
             self.record(w.local.or(Some(RateLimitVerdict::Allowed)), cx);
             return Step::Continue;
         }
@@ -244,7 +300,7 @@ impl RateLimit {
                     .and_then(|v| v.trim().parse().ok())
             })
             .unwrap_or(1)
-            .max(1);
+            .clamp(1, MAX_RETRY_AFTER);
         let mut body = String::with_capacity(rule.len() + 80);
         body.push_str("{\"error\":\"rate_limited\",\"rule\":\"");
         body.push_str(rule);
@@ -255,9 +311,9 @@ impl RateLimit {
             .header("content-type", "application/json")
             .header("retry-after", u64_text(reset))
             .details("meshguard_ratelimit_global_limited");
-        for (k, v) in r.response_headers {
-            if !k.eq_ignore_ascii_case("retry-after") && !k.eq_ignore_ascii_case("content-type") {
-                reply = reply.header(k.to_ascii_lowercase(), v);
+        for (k, v) in service_headers(&r.response_headers) {
+            if k != "retry-after" && k != "content-type" {
+                reply = reply.header(k, v);
             }
         }
         Step::Respond(reply)

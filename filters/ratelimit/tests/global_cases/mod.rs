@@ -56,6 +56,8 @@ pub struct Case {
     pub service: Service,
     /// Descriptors the call must carry (rule names, in order).
     pub asks: &'static [&'static str],
+    /// Rule names the call must not carry.
+    pub never: &'static [&'static str],
     pub expect: Expect,
 }
 
@@ -112,6 +114,11 @@ impl Case {
                         p.push(format!("descriptor for `{r}` missing: {text:?}"));
                     }
                 }
+                for r in self.never {
+                    if text.contains(r) {
+                        p.push(format!("descriptor for `{r}` sent: {text:?}"));
+                    }
+                }
                 if let Some(u) = self.user {
                     if self.asks.contains(&"api-user")
                         && !(text.contains("x_user_id") && text.contains(u))
@@ -156,14 +163,16 @@ pub const CASES: &[Case] = &[
         user: Some("bob"),
         service: Service::Ok,
         asks: &["api-user"],
+        never: &[],
         expect: Expect::Allowed(Some(("x-ratelimit-remaining", "7"))),
     },
     Case {
-        name: "two global rules: one call, two descriptors",
+        name: "two global rules match: only the first is asked (it is descriptors[0])",
         path: "/api/expensive",
         user: Some("bob"),
         service: Service::Ok,
-        asks: &["api-user", "expensive"],
+        asks: &["api-user"],
+        never: &["expensive"],
         expect: Expect::Allowed(Some(("x-ratelimit-remaining", "7"))),
     },
     Case {
@@ -172,6 +181,7 @@ pub const CASES: &[Case] = &[
         user: Some("bob"),
         service: Service::OverLimit { reset: 30 },
         asks: &["api-user"],
+        never: &[],
         expect: Expect::Refused(429, Some("30")),
     },
     Case {
@@ -180,6 +190,7 @@ pub const CASES: &[Case] = &[
         user: Some("carol"),
         service: Service::OverLimitHeaderOnly,
         asks: &["api-user"],
+        never: &[],
         expect: Expect::Refused(429, Some("17")),
     },
     Case {
@@ -188,6 +199,7 @@ pub const CASES: &[Case] = &[
         user: Some("bob"),
         service: Service::Error(14),
         asks: &["api-user"],
+        never: &[],
         expect: Expect::Allowed(None),
     },
     Case {
@@ -196,6 +208,7 @@ pub const CASES: &[Case] = &[
         user: Some("bob"),
         service: Service::Error(4),
         asks: &["api-user"],
+        never: &[],
         expect: Expect::Allowed(None),
     },
     Case {
@@ -204,6 +217,7 @@ pub const CASES: &[Case] = &[
         user: Some("bob"),
         service: Service::Garbage,
         asks: &["api-user"],
+        never: &[],
         expect: Expect::Allowed(None),
     },
     Case {
@@ -212,6 +226,7 @@ pub const CASES: &[Case] = &[
         user: None,
         service: Service::NotCalled,
         asks: &[],
+        never: &[],
         expect: Expect::Allowed(None),
     },
     Case {
@@ -220,6 +235,7 @@ pub const CASES: &[Case] = &[
         user: Some("bob"),
         service: Service::NotCalled,
         asks: &[],
+        never: &[],
         expect: Expect::Allowed(None),
     },
     // The local pre-check (2 a minute per client IP on /flood): the first
@@ -232,6 +248,7 @@ pub const CASES: &[Case] = &[
         user: None,
         service: Service::Ok,
         asks: &["flood-global"],
+        never: &[],
         expect: Expect::Allowed(Some(("x-ratelimit-remaining", "1"))),
     },
     Case {
@@ -240,6 +257,7 @@ pub const CASES: &[Case] = &[
         user: None,
         service: Service::Ok,
         asks: &["flood-global"],
+        never: &[],
         expect: Expect::Allowed(Some(("x-ratelimit-remaining", "0"))),
     },
     Case {
@@ -248,6 +266,7 @@ pub const CASES: &[Case] = &[
         user: None,
         service: Service::NotCalled,
         asks: &[],
+        never: &[],
         expect: Expect::Refused(429, None),
     },
 ];

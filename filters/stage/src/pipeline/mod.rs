@@ -42,6 +42,8 @@ pub enum MapKind {
 /// Callout answers larger than this are treated as failed: a huge answer
 /// must not exhaust the VM's memory.
 pub const MAX_CALLOUT_RESPONSE: usize = 1 << 20;
+/// The same for gRPC answers (a rate-limit verdict is a few hundred bytes).
+pub const MAX_GRPC_RESPONSE: usize = 64 << 10;
 
 /// Everything the pipeline needs from the proxy for a stream (on top of
 /// what stages may ask through [`Host`] and [`Callouts`]).
@@ -223,8 +225,8 @@ impl<C: Chain> Stream<C> {
         }
         let (status, message) = if status != 0 {
             (status, Vec::new())
-        } else if size > MAX_CALLOUT_RESPONSE {
-            log::warn!("meshguard: gRPC answer of {size} bytes is over the {MAX_CALLOUT_RESPONSE}-byte limit; treated as UNAVAILABLE");
+        } else if size > MAX_GRPC_RESPONSE {
+            log::warn!("meshguard: gRPC answer of {size} bytes is over the {MAX_GRPC_RESPONSE}-byte limit; treated as UNAVAILABLE");
             (14, Vec::new())
         } else {
             (0, p.grpc_response(size))
