@@ -27,7 +27,7 @@ ROTEL_VERSION := 0.0.1a15
 HTTPSIG_VERSION := 3.0.0
 REQUESTS_VERSION := 2.34.2
 
-.PHONY: wasm-opt idp-deps all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
+.PHONY: rls wasm-opt idp-deps all build build-fixtures venv run cli push push-registry test lint fmt-check clippy unit e2e bench clean wasm-target deploy/local/envoy.yaml rendered schema-deps
 
 all: build
 
@@ -87,12 +87,17 @@ $(VENV)/.rfc9421-$(HTTPSIG_VERSION): $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check http-message-signatures==$(HTTPSIG_VERSION) requests==$(REQUESTS_VERSION)
 	@touch $@
 
-run: build venv cli
+run: build venv cli rls
 	scripts/run-local.sh
 
 # The meshguard CLI (validate, envoy-config, wasm-filter, push, pull), native.
 cli:
 	$(CARGO) build -q -p meshguard
+
+# meshguard-rls: the rate-limit service of ratelimit's global mode (limitador
+# with Redis counters), native.
+rls:
+	$(CARGO) build -q -p meshguard-rls
 
 # Every filter in FILTERS as a Wasm OCI image (compat by default; add
 # PUSH_ARGS='--format oci' for the artifact variant, --plain-http for a local
@@ -160,7 +165,7 @@ idp-deps: demo/idp/node_modules/.package-lock.json
 demo/idp/node_modules/.package-lock.json: demo/idp/package.json demo/idp/package-lock.json
 	npm ci --prefix demo/idp --no-audit --no-fund --loglevel=error
 
-e2e: build build-fixtures venv cli idp-deps
+e2e: build build-fixtures venv cli rls idp-deps
 	$(CARGO) test -p meshguard-e2e
 
 test: lint unit e2e

@@ -10,6 +10,8 @@ LISTEN_PORT=${LISTEN_PORT:-10000}
 ADMIN_PORT=${ADMIN_PORT:-9901}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8081}
 AUTH_PORT=${AUTH_PORT:-8082}
+RLS_PORT=${RLS_PORT:-8083}
+REDIS_PORT=${REDIS_PORT:-6399}
 ENVOY=${ENVOY_BIN:-.venv/bin/envoy}
 RUN_DIR=${RUN_DIR:-target/run}
 mkdir -p "$RUN_DIR"
@@ -18,9 +20,9 @@ mkdir -p "$RUN_DIR"
 # Bind the way Envoy and the upstream do (SO_REUSEADDR): connections of a
 # run stopped a moment ago linger in TIME-WAIT for ~60 s and must not count
 # as "in use"; only a live listener does.
-for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT" "$AUTH_PORT"; do
+for port in "$LISTEN_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT" "$AUTH_PORT" "$RLS_PORT" "$REDIS_PORT"; do
   if python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port))" 2>/dev/null; then :; else
-    echo "port $port on 127.0.0.1 is in use; set LISTEN_PORT/ADMIN_PORT/UPSTREAM_PORT/AUTH_PORT" >&2; exit 1
+    echo "port $port on 127.0.0.1 is in use; set LISTEN_PORT/ADMIN_PORT/UPSTREAM_PORT/AUTH_PORT/RLS_PORT/REDIS_PORT" >&2; exit 1
   fi
 done
 
@@ -31,6 +33,7 @@ MESHGUARD=${MESHGUARD_BIN:-${CARGO_TARGET_DIR:-target}/debug/meshguard}
 [ -x "$MESHGUARD" ] || { echo "meshguard CLI not found at $MESHGUARD: run 'make cli'" >&2; exit 1; }
 "$MESHGUARD" envoy-config --listen "127.0.0.1:$LISTEN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
   --upstream "127.0.0.1:$UPSTREAM_PORT" --cluster "demo_auth=127.0.0.1:$AUTH_PORT" \
+  --cluster "rls=127.0.0.1:$RLS_PORT" \
   --wasm-dir "$PWD/dist" -o "$RUN_DIR/envoy.yaml"
 
 pids=()
@@ -41,7 +44,7 @@ stop() {
   echo "stopping..."
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "stopped Envoy, the demo upstream and the demo auth service"
+  echo "stopped Envoy, the demo upstream, the demo auth service and the rate-limit service"
   exit "$rc"
 }
 # Ctrl-C / SIGTERM: a clean stop (exit 0). Any other exit keeps its code,
@@ -54,6 +57,22 @@ trap 'stop $?' EXIT
 setsid python3 demo/upstream.py --host 127.0.0.1 --port "$UPSTREAM_PORT" &
 pids+=($!)
 setsid python3 demo/auth.py --host 127.0.0.1 --port "$AUTH_PORT" &
+pids+=($!)
+# ratelimit's global rule asks meshguard-rls; its counters live in Redis
+# (Debian's redis-server, started here on its own port) or, without one, in
+# the service's memory.
+RLS=${RLS_BIN:-${CARGO_TARGET_DIR:-target}/debug/meshguard-rls}
+[ -x "$RLS" ] || { echo "meshguard-rls not found at $RLS: run 'make rls'" >&2; exit 1; }
+if command -v redis-server >/dev/null; then
+  setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
+  pids+=($!)
+  rls_store=(--redis "redis://127.0.0.1:$REDIS_PORT")
+  rls_note="counters in Redis on 127.0.0.1:$REDIS_PORT"
+else
+  rls_store=(--memory)
+  rls_note="counters in memory: 'apt-get install redis-server' to keep them in Redis"
+fi
+setsid "$RLS" --listen "127.0.0.1:$RLS_PORT" --limits deploy/local/limits.yaml "${rls_store[@]}" &
 pids+=($!)
 # Envoy's output goes through a filter that turns the accesslog filter's
 # lines (`[time][thread][info][wasm] [src] wasm log <ids>: {json}`) into
@@ -83,6 +102,15 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 envoy_ready || { echo "Envoy did not become ready within 30 s (admin: http://127.0.0.1:$ADMIN_PORT/ready); see the output above" >&2; exit 1; }
+# The rate-limit service too: until it listens, global rules fail open.
+rls_ready() {
+  python3 -c "import socket, sys
+s = socket.socket()
+s.settimeout(1)
+sys.exit(0 if s.connect_ex(('127.0.0.1', $RLS_PORT)) == 0 else 1)"
+}
+for _ in $(seq 1 50); do rls_ready && break; sleep 0.2; done
+rls_ready || { echo "meshguard-rls did not listen on 127.0.0.1:$RLS_PORT within 10 s; see the output above" >&2; exit 1; }
 
 curl_note=""
 command -v curl >/dev/null || curl_note="  (curl is not installed: 'apt-get install curl' to try these)
@@ -91,7 +119,8 @@ command -v curl >/dev/null || curl_note="  (curl is not installed: 'apt-get inst
 cat <<MSG
 
 meshguard is running: Envoy on http://127.0.0.1:$LISTEN_PORT -> demo upstream on 127.0.0.1:$UPSTREAM_PORT
-(demo auth service for /legacy on 127.0.0.1:$AUTH_PORT)
+(demo auth service for /legacy on 127.0.0.1:$AUTH_PORT; rate-limit service for /global on
+127.0.0.1:$RLS_PORT, $rls_note)
 (Envoy admin: http://127.0.0.1:$ADMIN_PORT, config: $RUN_DIR/envoy.yaml)
 
 Try:
@@ -123,6 +152,9 @@ $curl_note  # authn: the API needs a token (401 without one); a demo token for b
   curl -s -H 'host: shop.example.com' -H "authorization: Bearer \$TOKEN" http://127.0.0.1:$LISTEN_PORT/search
   # ratelimit: /limited allows 5 requests a minute per user (anonymous: per IP), then 429
   for i in \$(seq 7); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:$LISTEN_PORT/limited; done; echo
+  # ratelimit global mode: /global asks the rate-limit service (10 a minute per IP, shared
+  # by every Envoy using it)
+  for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:$LISTEN_PORT/global; done; echo
   # metrics
   curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep meshguard_
 

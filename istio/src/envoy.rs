@@ -140,6 +140,8 @@ pub struct Local {
     pub filters: Vec<WasmFilter>,
     /// More clusters (e.g. an auth service a stage calls out to).
     pub clusters: Vec<(String, Addr)>,
+    /// Which of `clusters` speak gRPC (HTTP/2 upstream).
+    pub grpc_clusters: Vec<String>,
 }
 
 /// `deploy/local/filters.yaml`: which filters run locally, with which config.
@@ -162,6 +164,9 @@ pub struct ClusterEntry {
     pub local: String,
     /// `HOST:PORT` inside docker-compose.
     pub compose: String,
+    /// A gRPC service (the rate-limit service): HTTP/2 upstream.
+    #[serde(default)]
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +191,15 @@ impl FiltersFile {
                 .map_err(|e| format!("{}: clusters[{i}] ({}): {e}", path.display(), c.name))?;
         }
         Ok(file)
+    }
+
+    /// The names of the gRPC clusters.
+    pub fn grpc_clusters(&self) -> Vec<String> {
+        self.clusters
+            .iter()
+            .filter(|c| c.grpc)
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// The clusters at their `local` (or `compose`) addresses.
@@ -260,7 +274,18 @@ impl Local {
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         }));
         let mut clusters = vec![cluster("demo_upstream", &self.upstream)];
-        clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, a)));
+        clusters.extend(self.clusters.iter().map(|(n, a)| {
+            let mut c = cluster(n, a);
+            if self.grpc_clusters.contains(n) {
+                c["typed_extension_protocol_options"] = json!({
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    }
+                });
+            }
+            c
+        }));
         let route = |name: &str, demo_route: &str, variant: Option<&str>| {
             let mut m = json!({"prefix": "/"});
             if let Some(v) = variant {
@@ -368,6 +393,7 @@ pub fn compose(filters_file: &Path) -> Result<String, String> {
         upstream: Addr::new("upstream", 8081),
         filters: file.wasm_filters("/meshguard/dist")?,
         clusters: file.cluster_addrs(true)?,
+        grpc_clusters: file.grpc_clusters(),
     };
     local.to_yaml(GENERATED)
 }

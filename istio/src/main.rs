@@ -326,6 +326,7 @@ fn envoy_config(args: &[String]) -> Result<String, String> {
             upstream,
             filters: file.local_wasm_filters(&dir)?,
             clusters,
+            grpc_clusters: file.grpc_clusters(),
         };
         local.to_yaml(&envoy::generated_from(&filters_file))?
     };

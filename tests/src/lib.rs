@@ -245,6 +245,7 @@ pub fn local_envoy_config(
         upstream: Addr::new("127.0.0.1", upstream_port),
         filters,
         clusters: Vec::new(),
+        grpc_clusters: Vec::new(),
     }
     .to_yaml("rendered by meshguard-e2e")
     .unwrap_or_else(|e| panic!("render: {e}"))

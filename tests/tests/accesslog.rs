@@ -239,6 +239,7 @@ fn shipping_envoy(
         admin: Addr::new("127.0.0.1", ports.admin),
         upstream: Addr::new("127.0.0.1", upstream),
         filters,
+        grpc_clusters: Vec::new(),
         clusters: vec![("collector".into(), Addr::new("127.0.0.1", collector_port))],
     }
     .to_yaml("accesslog e2e")
@@ -426,6 +427,7 @@ fn as_an_access_logger() {
         admin: Addr::new("127.0.0.1", ports.admin),
         upstream: Addr::new("127.0.0.1", upstream.port),
         filters,
+        grpc_clusters: Vec::new(),
         clusters: Vec::new(),
     }
     .to_value();

@@ -184,6 +184,7 @@ fn real_oidc_provider_with_key_rotation() {
         admin: meshguard::envoy::Addr::new("127.0.0.1", ports.admin),
         upstream: meshguard::envoy::Addr::new("127.0.0.1", upstream.port),
         filters: vec![WasmFilter::module("authn", &wasm_module("authn"), config)],
+        grpc_clusters: Vec::new(),
         clusters: vec![(
             "idp".into(),
             meshguard::envoy::Addr::new("127.0.0.1", idp.port),

@@ -725,6 +725,7 @@ fn envoy_runs_the_filter_it_fetched_from_the_registry() {
         admin: Addr::new("127.0.0.1", ports.admin),
         upstream: Addr::new("127.0.0.1", upstream.port),
         filters: filters.clone(),
+        grpc_clusters: Vec::new(),
         clusters: vec![("oci_registry".into(), Addr::new("127.0.0.1", reg.port))],
     }
     .to_value();

@@ -100,6 +100,7 @@ fn rendered_filter_and_routes_work_in_envoy() {
             admin: Addr::new("127.0.0.1", ports.admin),
             upstream: Addr::new("127.0.0.1", upstream.port),
             filters: Vec::new(),
+            grpc_clusters: Vec::new(),
             clusters: Vec::new(),
         };
         let mut cfg = local.to_value();

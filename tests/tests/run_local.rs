@@ -13,11 +13,14 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
     wasm_module("ab-routing");
     let dir = scratch_dir("run-local");
     let (listen, admin, upstream, auth) = (free_port(), free_port(), free_port(), free_port());
+    let (rls, redis) = (free_port(), free_port());
     let mut cmd = Command::new(repo_root().join("scripts/run-local.sh"));
     cmd.env("LISTEN_PORT", listen.to_string())
         .env("ADMIN_PORT", admin.to_string())
         .env("UPSTREAM_PORT", upstream.to_string())
         .env("AUTH_PORT", auth.to_string())
+        .env("RLS_PORT", rls.to_string())
+        .env("REDIS_PORT", redis.to_string())
         // Not make run's own target/run/envoy.yaml.
         .env("RUN_DIR", dir.join("run"));
     let mut script = Proc::spawn("run-local", cmd, dir.join("run-local.log"));
@@ -104,6 +107,28 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
         Some("partner-demo")
     );
 
+    // ratelimit's global rule on /global: meshguard-rls (with Redis, which
+    // CI installs) admits 10 a minute per client IP, then 429.
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| {
+            get(listen, "/global", &[])
+                .expect("request through make run")
+                .status
+        })
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}\n{}",
+        script.log_tail()
+    );
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        script.log_text().contains("counters in Redis"),
+        "{}",
+        script.log_tail()
+    );
+
     // The accesslog record of that request, as clean JSON on its own line
     // (the script strips Envoy's `wasm log …: ` prefix), with the identity
     // authn verified: another module, so it came through filter state
@@ -127,10 +152,10 @@ fn run_local_serves_and_stops_cleanly_on_ctrl_c() {
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("run-local.sh ignored Ctrl-C:\n{}", script.log_tail()));
     assert!(status.success(), "exit {status}:\n{}", script.log_tail());
-    assert!(script
-        .log_text()
-        .contains("stopped Envoy, the demo upstream and the demo auth service"));
-    for port in [listen, admin, upstream, auth] {
+    assert!(script.log_text().contains(
+        "stopped Envoy, the demo upstream, the demo auth service and the rate-limit service"
+    ));
+    for port in [listen, admin, upstream, auth, rls, redis] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "port {port} still served after Ctrl-C"

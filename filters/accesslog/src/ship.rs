@@ -352,7 +352,7 @@ impl Shipper {
                 counts.dropped += batch.records;
                 self.release(&batch);
             }
-            Reply::Failed => self.failed(batch, None, now, counts),
+            Reply::Failed | Reply::Grpc { .. } => self.failed(batch, None, now, counts),
         }
         true
     }

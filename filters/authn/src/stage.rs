@@ -1198,7 +1198,7 @@ impl Authn {
                 status: 200, body, ..
             } => Ok(body),
             Reply::Response { status, .. } => Err(format!("status {status}")),
-            Reply::Failed => Err("no answer".to_string()),
+            Reply::Failed | Reply::Grpc { .. } => Err("no answer".to_string()),
         };
         let result = body.and_then(|b| match kind {
             FetchKind::Discovery => keys::discovery_jwks_uri(b).map(|(a, path)| {

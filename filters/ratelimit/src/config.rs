@@ -43,6 +43,29 @@ pub struct RateLimitConfig {
     /// compare-and-swap keeps losing: `allow` (default) or `deny` (503).
     #[serde(default)]
     pub on_error: OnError,
+    /// The rate-limit service global rules ask (Envoy's
+    /// `RateLimitService/ShouldRateLimit` over gRPC: meshguard-rls,
+    /// Limitador, envoyproxy/ratelimit).
+    #[serde(default)]
+    pub global: Option<GlobalConfig>,
+}
+
+/// Where global rules are decided.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    /// Envoy cluster of the service (HTTP/2: `typed_extension_protocol_options`
+    /// with `explicit_http_config.http2_protocol_options`).
+    pub cluster: String,
+    /// The request's `domain` (Limitador: the limits' `namespace`).
+    pub domain: String,
+    /// 1..=10000. Past it the call counts as failed (`on_error`).
+    #[serde(default = "default_global_timeout")]
+    pub timeout_ms: u64,
+    /// The service fails, times out or answers garbage: `allow` (default,
+    /// as Envoy's `failure_mode_deny: false`) or `deny` (503).
+    #[serde(default)]
+    pub on_error: OnError,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -73,7 +96,15 @@ pub struct RuleConfig {
     /// request the rule matches.
     #[serde(default)]
     pub key: Vec<KeyPart>,
-    pub limit: LimitConfig,
+    /// Required for local rules; global rules have none (the service holds
+    /// their limits).
+    #[serde(default)]
+    pub limit: Option<LimitConfig>,
+    /// Decided by the rate-limit service (`global` at the top level): the
+    /// rule's name and key parts go to it as one descriptor. Local rules
+    /// run first, so a local rule can turn a flood away before any call.
+    #[serde(default)]
+    pub global: bool,
     /// Count and log what would be limited, let it through.
     #[serde(default)]
     pub shadow: bool,
@@ -261,6 +292,9 @@ fn yes() -> bool {
 fn default_max_keys() -> u32 {
     10_000
 }
+fn default_global_timeout() -> u64 {
+    100
+}
 fn default_ipv6_prefix() -> u8 {
     64
 }
@@ -301,7 +335,48 @@ impl RateLimitConfig {
                     .err(format!("duplicate rule name `{}`", r.name)));
             }
             names.push(&r.name);
-            validate_limit(&r.limit, &p.field("limit"))?;
+            match (&r.limit, r.global) {
+                (Some(l), false) => validate_limit(l, &p.field("limit"))?,
+                (None, false) => {
+                    return Err(p.field("limit").err(
+                        "expected a limit (`{\"requests\": N, \"per\": \"second\"}`) for a local rule",
+                    ))
+                }
+                (Some(_), true) => {
+                    return Err(p.field("limit").err(
+                        "a global rule has no limit here: the rate-limit service holds it (e.g. a Limitador limit on this rule's descriptor)",
+                    ))
+                }
+                (None, true) => {
+                    // Descriptor entry keys: `rule`, then one per part; a
+                    // header whose key collides would let the client pick
+                    // another rule's or part's value.
+                    let mut keys = vec!["rule".to_string()];
+                    for (j, part) in r.key.iter().enumerate() {
+                        let k = match part {
+                            KeyPart::ClientIp => "client_ip".to_string(),
+                            KeyPart::Path => "path".to_string(),
+                            KeyPart::Header(h) => h.to_ascii_lowercase().replace('-', "_"),
+                        };
+                        if keys.contains(&k) {
+                            return Err(p.field("key").index(j).err(format!(
+                                "descriptor entry `{k}` would appear twice (`rule`, `client_ip`, `path`, header names with `-` as `_`)"
+                            )));
+                        }
+                        keys.push(k);
+                    }
+                    if self.global.is_none() {
+                        return Err(p.field("global").err(
+                            "a global rule needs the top-level `global` (the service's cluster and domain)",
+                        ));
+                    }
+                    if r.shadow {
+                        return Err(p.field("shadow").err(
+                            "shadow mode is for local rules: the service decides a global rule's descriptor with the others",
+                        ));
+                    }
+                }
+            }
             validate_key(&r.key, &p.field("key"))?;
             if let WhenKeyMissing::Fallback(v) = &r.when_key_missing {
                 if v.is_empty() || v.len() > 256 {
@@ -328,6 +403,23 @@ impl RateLimitConfig {
         }
         if self.client_ip.ipv6_prefix == 0 || self.client_ip.ipv6_prefix > 128 {
             return Err(ip.field("ipv6_prefix").err("expected 1 to 128"));
+        }
+        if let Some(g) = &self.global {
+            let gp = root.field("global");
+            if g.cluster.is_empty() {
+                return Err(gp.field("cluster").err("expected a cluster name"));
+            }
+            if g.domain.is_empty() || g.domain.len() > 256 {
+                return Err(gp.field("domain").err("expected 1 to 256 characters"));
+            }
+            if !(1..=10_000).contains(&g.timeout_ms) {
+                return Err(gp
+                    .field("timeout_ms")
+                    .err("expected 1 to 10000 milliseconds"));
+            }
+            if !self.rules.iter().any(|r| r.global) {
+                return Err(gp.err("no rule is `global: true`"));
+            }
         }
         Ok(())
     }
@@ -585,8 +677,57 @@ mod tests {
             err_with(|v| {
                 v["rules"][0].as_object_mut().unwrap().remove("limit");
             }),
-            "$.rules[0]",
-            "missing field `limit`",
+            "$.rules[0].limit",
+            "expected a limit",
+        );
+        // Global mode: a global rule has no limit here and needs `global`.
+        assert_err(
+            err_with(|v| v["rules"][0]["global"] = true.into()),
+            "$.rules[0].limit",
+            "the rate-limit service holds it",
+        );
+        assert_err(
+            err_with(|v| {
+                v["rules"][0]["global"] = true.into();
+                v["rules"][0].as_object_mut().unwrap().remove("limit");
+            }),
+            "$.rules[0].global",
+            "needs the top-level `global`",
+        );
+        assert_err(
+            err_with(|v| {
+                v["global"] = serde_json::json!({"cluster": "rls", "domain": "shop"});
+            }),
+            "$.global",
+            "no rule is `global: true`",
+        );
+        assert_err(
+            err_with(|v| {
+                v["global"] =
+                    serde_json::json!({"cluster": "rls", "domain": "shop", "timeout_ms": 0});
+                v["rules"][0]["global"] = true.into();
+                v["rules"][0].as_object_mut().unwrap().remove("limit");
+            }),
+            "$.global.timeout_ms",
+            "expected 1 to 10000",
+        );
+        assert_err(
+            err_with(|v| {
+                v["global"] = serde_json::json!({"cluster": "rls", "domain": "shop"});
+                v["rules"][0]["global"] = true.into();
+                v["rules"][0]["key"] = serde_json::json!(["client_ip", {"header": "rule"}]);
+                v["rules"][0].as_object_mut().unwrap().remove("limit");
+            }),
+            "$.rules[0].key[1]",
+            "descriptor entry `rule` would appear twice",
+        );
+        assert_err(
+            err_with(|v| {
+                v["global"] =
+                    serde_json::json!({"cluster": "rls", "domain": "shop", "on_error": "maybe"});
+            }),
+            "$.global.on_error",
+            "unknown variant",
         );
         assert_err(
             err_with(|v| v["response_headers"]["x_rate_limit"] = true.into()),

@@ -15,6 +15,7 @@
 pub mod bucket;
 pub mod client_ip;
 pub mod config;
+pub mod rls;
 pub mod stage;
 
 pub use config::RateLimitConfig;

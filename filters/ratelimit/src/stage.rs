@@ -15,9 +15,11 @@ use meshguard_common::num::{push_u64, u64_text};
 use meshguard_common::path::normalized;
 use meshguard_stage::host::CREATE_ONLY;
 use meshguard_stage::{
-    Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Request,
-    Response, RootCx, SharedWrite, Stage, Step,
+    Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Reply,
+    Request, Response, RootCx, SharedWrite, Stage, Step,
 };
+
+mod global;
 
 use crate::bucket::{self, Bucket, Limit, Taken};
 use crate::client_ip;
@@ -158,6 +160,8 @@ pub struct RateLimit {
     total_slots: u64,
     m: Metrics,
     vm: RefCell<Vm>,
+    /// Global rules and their service, when configured.
+    global: Option<global::Global>,
 }
 
 /// What one rule said about a request, for the response headers.
@@ -172,6 +176,10 @@ pub struct Shown {
 #[derive(Default)]
 pub struct PerRequest {
     shown: Option<Shown>,
+    /// The rate-limit service call in flight.
+    global: Option<global::Waiting>,
+    /// Headers the service asked to add to the response.
+    global_headers: Vec<(String, Vec<u8>)>,
 }
 
 fn now_ns(host: &dyn Host) -> u64 {
@@ -201,10 +209,14 @@ impl Stage for RateLimit {
         config.validate_at(at)?;
         let mut rules = Vec::with_capacity(config.rules.len());
         let mut total_slots = 0u64;
-        for r in &config.rules {
-            let per = r.limit.per.seconds();
-            let burst = r.limit.burst.unwrap_or(r.limit.requests);
-            let limit = Limit::new(r.limit.requests, per, burst);
+        // Local rules here; global ones go to `global::build`.
+        for r in config.rules.iter().filter(|r| !r.global) {
+            let Some(l) = &r.limit else {
+                continue; // validated: every local rule has a limit
+            };
+            let per = l.per.seconds();
+            let burst = l.burst.unwrap_or(l.requests);
+            let limit = Limit::new(l.requests, per, burst);
             let slots = if r.key.is_empty() { 1 } else { config.max_keys };
             total_slots += u64::from(slots);
             let n = r.name.as_str();
@@ -224,8 +236,8 @@ impl Stage for RateLimit {
                 shadow: r.shadow,
                 missing: r.when_key_missing.clone(),
                 slots,
-                limit_header: Rc::from(format!("{burst}, {};w={per}", r.limit.requests)),
-                policy_header: Rc::from(format!("\"{n}\";q={};w={per}", r.limit.requests)),
+                limit_header: Rc::from(format!("{burst}, {};w={per}", l.requests)),
+                policy_header: Rc::from(format!("\"{n}\";q={};w={per}", l.requests)),
                 m: RuleMetrics {
                     allowed: reg.counter(&name("meshguard_ratelimit_allowed", &[n])),
                     limited: reg.counter(&name("meshguard_ratelimit_limited", &[n])),
@@ -239,8 +251,17 @@ impl Stage for RateLimit {
             evictions: reg.counter("meshguard_ratelimit_evictions"),
             errors: reg.counter("meshguard_ratelimit_errors"),
         };
-        log::info!("ratelimit: configured {} rule(s)", rules.len());
+        let global = config
+            .global
+            .as_ref()
+            .map(|g| global::build(g, &config.rules, reg));
+        log::info!(
+            "ratelimit: configured {} local rule(s), {} global",
+            rules.len(),
+            config.rules.len() - rules.len()
+        );
         Ok(Self {
+            global,
             vm: RefCell::new(Vm {
                 counts: vec![[0; 3]; rules.len()],
                 sweep_next: 0,
@@ -341,29 +362,38 @@ impl Stage for RateLimit {
                 break;
             }
         }
-        if let Some(v) = verdict {
-            cx.facts.rate_limit = Some(v);
-            if self.publish {
-                let published = Facts {
-                    rate_limit: Some(v),
-                    ..Facts::default()
-                }
-                .publish_rate_limit(cx.host());
-                if !published {
-                    log::debug!(
-                        "ratelimit: the proxy refused to store the decision in filter state"
-                    );
-                }
+        // Local rules first: a flood they refuse never reaches the service.
+        if reply.is_none() {
+            if let Some(step) = self.ask_global(rq, st, cx, verdict, &mut ip, &mut path) {
+                return step;
             }
         }
+        self.record(verdict, cx);
         match reply {
             Some(r) => Step::Respond(r),
             None => Step::Continue,
         }
     }
 
+    fn on_callout(
+        &self,
+        reply: Reply<'_>,
+        rq: &mut Request<'_>,
+        st: &mut PerRequest,
+        cx: &mut Cx<'_>,
+    ) -> Step {
+        self.global_answered(reply, rq, st, cx)
+    }
+
     fn on_response_headers(&self, rs: &mut Response<'_>, st: &mut PerRequest, cx: &mut Cx<'_>) {
-        if !self.headers.on_allowed || cx.answered_locally() {
+        if cx.answered_locally() {
+            return;
+        }
+        // The rate-limit service's headers for an allowed request.
+        for (k, v) in std::mem::take(&mut st.global_headers) {
+            rs.add(k, v);
+        }
+        if !self.headers.on_allowed {
             return;
         }
         let Some(shown) = st.shown.take() else {
@@ -403,6 +433,25 @@ impl Stage for RateLimit {
 }
 
 impl RateLimit {
+    /// The decision as a fact for later stages and, when configured, in
+    /// filter state for other modules.
+    fn record(&self, verdict: Option<RateLimitVerdict>, cx: &mut Cx<'_>) {
+        let Some(v) = verdict else {
+            return;
+        };
+        cx.facts.rate_limit = Some(v);
+        if self.publish {
+            let published = Facts {
+                rate_limit: Some(v),
+                ..Facts::default()
+            }
+            .publish_rate_limit(cx.host());
+            if !published {
+                log::debug!("ratelimit: the proxy refused to store the decision in filter state");
+            }
+        }
+    }
+
     /// This plugin's slot-key prefix (`bucket::slot_prefix`), read from the
     /// `plugin_name` property on first use.
     fn slot_prefix(&self, host: &dyn Host) -> Rc<str> {

@@ -14,8 +14,8 @@ use meshguard_common::host as raw;
 use meshguard_stage::message::{valid_name, valid_value};
 use meshguard_stage::pipeline::{MapKind, Proxy};
 use meshguard_stage::{
-    CalloutError, Callouts, Host, HostEdit, HttpCallout, LocalReply, MetricId, MetricsRegistry,
-    SharedWrite, Token,
+    CalloutError, Callouts, GrpcCallout, Host, HostEdit, HttpCallout, LocalReply, MetricId,
+    MetricsRegistry, SharedWrite, Token,
 };
 
 /// Stateless: every call goes to the host for the current context.
@@ -98,9 +98,40 @@ impl Callouts for SdkProxy {
             _ => CalloutError::Refused,
         })
     }
+
+    fn grpc_call(&mut self, call: &GrpcCallout<'_>) -> Result<Token, CalloutError> {
+        Self::grpc(call)
+    }
+}
+
+impl SdkProxy {
+    fn grpc(call: &GrpcCallout<'_>) -> Result<Token, CalloutError> {
+        let timeout = call.timeout.clamp(
+            Duration::from_millis(1),
+            Duration::from_millis(u64::from(u32::MAX)),
+        );
+        // Envoy takes a plain cluster name (or a serialized GrpcService);
+        // an unknown cluster is a ParseFailure.
+        hostcalls::dispatch_grpc_call(
+            call.cluster,
+            call.service,
+            call.method,
+            call.metadata.clone(),
+            Some(call.message),
+            timeout,
+        )
+        .map_err(|status| match status {
+            Status::ParseFailure | Status::BadArgument => CalloutError::UnknownCluster,
+            _ => CalloutError::Refused,
+        })
+    }
 }
 
 impl Proxy for SdkProxy {
+    fn grpc_response(&mut self, size: usize) -> Vec<u8> {
+        raw::buffer(BufferType::GrpcReceiveBuffer, 0, size).unwrap_or_default()
+    }
+
     fn headers(&mut self, map: MapKind) -> Option<Vec<u8>> {
         match raw::header_map_pairs(map_type(map)) {
             Ok(buf) => Some(buf),

@@ -167,6 +167,15 @@ impl<C: Chain> Context for ShellStream<C> {
             });
         }
     }
+
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        if let Some(sh) = &self.chain {
+            let stream = &mut self.stream;
+            sh.with_scratch(|chain, sc| {
+                stream.on_grpc_callout(chain, &mut SdkProxy, sc, token, status_code, response_size)
+            });
+        }
+    }
 }
 
 impl<C: Chain> HttpContext for ShellStream<C> {

@@ -52,6 +52,22 @@ pub struct HttpCallout<'a> {
     pub timeout: Duration,
 }
 
+/// A unary gRPC call to a cluster the proxy knows (`dispatch_grpc_call`),
+/// e.g. Envoy's rate-limit service.
+#[derive(Debug, Clone)]
+pub struct GrpcCallout<'a> {
+    pub cluster: &'a str,
+    /// `envoy.service.ratelimit.v3.RateLimitService`.
+    pub service: &'a str,
+    /// `ShouldRateLimit`.
+    pub method: &'a str,
+    pub metadata: Vec<(&'a str, &'a [u8])>,
+    /// The serialized request message (protobuf).
+    pub message: &'a [u8],
+    /// The proxy answers with a failure when it passes: never a hang.
+    pub timeout: Duration,
+}
+
 /// Why the host would not dispatch a callout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CalloutError {
@@ -104,9 +120,10 @@ pub trait Host {
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool;
 }
 
-/// Dispatching callouts (`dispatch_http_call`).
+/// Dispatching callouts (`dispatch_http_call`, `dispatch_grpc_call`).
 pub trait Callouts {
     fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError>;
+    fn grpc_call(&mut self, call: &GrpcCallout<'_>) -> Result<Token, CalloutError>;
 }
 
 /// Host and callouts together: what [`crate::Cx`] holds.

@@ -60,8 +60,8 @@ pub mod text;
 pub use chain::Chain;
 pub use facts::{Facts, Identity, RateLimitVerdict, Variant};
 pub use host::{
-    Bumps, CalloutError, Callouts, Host, HttpCallout, MetricId, MetricsRegistry, NoMetrics,
-    SharedWrite, Token,
+    Bumps, CalloutError, Callouts, GrpcCallout, Host, HttpCallout, MetricId, MetricsRegistry,
+    NoMetrics, SharedWrite, Token,
 };
 pub use message::{Edits, HostEdit, Message, Request, Response};
 pub use stage::{Cx, LocalReply, LogView, Needs, Reply, RootCx, Stage, Step};

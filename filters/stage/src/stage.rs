@@ -8,7 +8,9 @@ use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::PairsView;
 
 use crate::facts::Facts;
-use crate::host::{Bumps, CalloutError, Host, HttpCallout, MetricId, MetricsRegistry, Seam, Token};
+use crate::host::{
+    Bumps, CalloutError, GrpcCallout, Host, HttpCallout, MetricId, MetricsRegistry, Seam, Token,
+};
 use crate::message::{Request, Response};
 use crate::text::Text;
 
@@ -82,6 +84,10 @@ pub enum Reply<'a> {
     /// No answer: connection failure or reset. (A callout whose timeout
     /// passes is answered by Envoy's async client with a local 504.)
     Failed,
+    /// A gRPC callout's answer: `status` 0 (OK) with the response message,
+    /// or the gRPC status code (4 DEADLINE_EXCEEDED for a timeout, 14
+    /// UNAVAILABLE, ...) and an empty message.
+    Grpc { status: u32, message: &'a [u8] },
 }
 
 /// What a stage needs from the shell beyond request headers, so the shell
@@ -188,6 +194,14 @@ impl<'a> Cx<'a> {
     /// wait on a token not dispatched in the same hook fails closed.)
     pub fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
         let token = self.host.http_call(call)?;
+        self.dispatched.push(token);
+        Ok(token)
+    }
+
+    /// Dispatches a unary gRPC call; return `Step::Wait(token)` to pause on
+    /// it ([`Reply::Grpc`] answers).
+    pub fn grpc_call(&mut self, call: &GrpcCallout<'_>) -> Result<Token, CalloutError> {
+        let token = self.host.grpc_call(call)?;
         self.dispatched.push(token);
         Ok(token)
     }

@@ -15,7 +15,8 @@ use meshguard_common::headers::encode_pairs;
 
 use crate::chain::Chain;
 use crate::host::{
-    CalloutError, Callouts, Host, HttpCallout, MetricId, MetricsRegistry, SharedWrite, Token,
+    CalloutError, Callouts, GrpcCallout, Host, HttpCallout, MetricId, MetricsRegistry, SharedWrite,
+    Token,
 };
 use crate::message::HostEdit;
 use crate::pipeline::{Flow, MapKind, Proxy, Root, Scratch, Stream};
@@ -28,6 +29,17 @@ pub struct RecordedCall {
     pub cluster: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// A gRPC callout the fake proxy recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedGrpcCall {
+    pub token: Token,
+    pub cluster: String,
+    pub service: String,
+    pub method: String,
+    pub message: Vec<u8>,
     pub timeout: Duration,
 }
 
@@ -67,6 +79,9 @@ pub struct FakeProxy {
     random_state: u64,
     next_token: Token,
     current_answer: Option<Answer>,
+    /// gRPC calls made so far.
+    pub grpc_calls: Vec<RecordedGrpcCall>,
+    current_grpc_answer: Vec<u8>,
 }
 
 impl FakeProxy {
@@ -184,6 +199,23 @@ impl Host for FakeProxy {
 }
 
 impl Callouts for FakeProxy {
+    fn grpc_call(&mut self, call: &GrpcCallout<'_>) -> Result<Token, CalloutError> {
+        if !self.clusters.iter().any(|c| c == call.cluster) {
+            return Err(CalloutError::UnknownCluster);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.grpc_calls.push(RecordedGrpcCall {
+            token,
+            cluster: call.cluster.to_string(),
+            service: call.service.to_string(),
+            method: call.method.to_string(),
+            message: call.message.to_vec(),
+            timeout: call.timeout,
+        });
+        Ok(token)
+    }
+
     fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
         if !self.clusters.iter().any(|c| c == call.cluster) {
             return Err(CalloutError::UnknownCluster);
@@ -247,6 +279,11 @@ impl Proxy for FakeProxy {
             .take(size.min(max))
             .copied()
             .collect()
+    }
+    fn grpc_response(&mut self, size: usize) -> Vec<u8> {
+        let mut m = std::mem::take(&mut self.current_grpc_answer);
+        m.truncate(size);
+        m
     }
     fn callout_response(&mut self, _num_headers: usize, _body_size: usize) -> (Vec<u8>, Vec<u8>) {
         match self.current_answer.take() {
@@ -414,6 +451,32 @@ impl<C: Chain> Driver<C> {
         );
         if self.proxy.resumed > resumed {
             // Envoy continues the request: held body data is delivered now.
+            s.headers_held = false;
+            s.body_held = false;
+            if let Some((size, eos)) = s.parked.take() {
+                self.deliver_body(s, size, eos);
+            }
+        }
+    }
+
+    /// Answers the stream's pending gRPC callout: `status` 0 with
+    /// `message`, or a gRPC error status (4 for a timeout, as Envoy).
+    pub fn answer_grpc(&mut self, s: &mut TestStream<C>, status: u32, message: &[u8]) {
+        let token = s
+            .stream
+            .waiting_on()
+            .expect("the stream is not waiting on a callout");
+        self.proxy.current_grpc_answer = message.to_vec();
+        let resumed = self.proxy.resumed;
+        s.stream.on_grpc_callout(
+            &self.chain,
+            &mut self.proxy,
+            &mut self.scratch,
+            token,
+            status,
+            message.len(),
+        );
+        if self.proxy.resumed > resumed {
             s.headers_held = false;
             s.body_held = false;
             if let Some((size, eos)) = s.parked.take() {

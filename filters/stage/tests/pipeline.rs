@@ -623,11 +623,93 @@ impl Stage for Refresher {
             Reply::Response { body, .. } => {
                 cx.host().shared_set("keys", body, 0);
             }
-            Reply::Failed => {
+            Reply::Failed | Reply::Grpc { .. } => {
                 cx.host().shared_set("failed", b"1", 0);
             }
         }
     }
+}
+
+/// Asks a gRPC service; continues on an OK answer whose message is `yes`.
+struct GrpcAsker;
+
+impl Stage for GrpcAsker {
+    const NAME: &'static str = "grpc-asker";
+    const CONFIG_KEY: &'static str = "grpc_asker";
+    type Config = serde_json::Value;
+    type PerRequest = ();
+    fn build(
+        _: serde_json::Value,
+        _: &JsonPath,
+        _: &mut dyn MetricsRegistry,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self)
+    }
+    fn on_request_headers(&self, _: &mut Request<'_>, _: &mut (), cx: &mut Cx<'_>) -> Step {
+        let call = meshguard_stage::GrpcCallout {
+            cluster: "rls",
+            service: "svc.Service",
+            method: "Ask",
+            metadata: vec![],
+            message: b"question",
+            timeout: Duration::from_millis(20),
+        };
+        match cx.grpc_call(&call) {
+            Ok(t) => Step::Wait(t),
+            Err(_) => Step::Respond(LocalReply::new(503, "no cluster\n")),
+        }
+    }
+    fn on_callout(
+        &self,
+        reply: Reply<'_>,
+        rq: &mut Request<'_>,
+        _: &mut (),
+        _: &mut Cx<'_>,
+    ) -> Step {
+        match reply {
+            Reply::Grpc {
+                status: 0,
+                message: b"yes",
+            } => {
+                rq.set("x-asked", "yes");
+                Step::Continue
+            }
+            Reply::Grpc { status, .. } => {
+                Step::Respond(LocalReply::new(503, format!("grpc status {status}\n")))
+            }
+            _ => Step::Respond(LocalReply::new(500, "not grpc\n")),
+        }
+    }
+}
+
+#[test]
+fn grpc_callouts_wait_and_resume_with_the_answer() {
+    let proxy = FakeProxy::new().with_clusters(&["rls"]);
+    let mut d = Driver::<(GrpcAsker,)>::with_proxy(b"null", proxy).unwrap();
+    let (mut s, flow) = d.request(&[(":path", "/"), (":method", "GET")], true);
+    assert_eq!(flow, Flow::Pause);
+    let call = d.proxy.grpc_calls[0].clone();
+    assert_eq!(
+        (
+            call.cluster.as_str(),
+            call.service.as_str(),
+            call.method.as_str()
+        ),
+        ("rls", "svc.Service", "Ask")
+    );
+    assert_eq!(call.message, b"question");
+    assert_eq!(call.timeout, Duration::from_millis(20));
+    d.answer_grpc(&mut s, 0, b"yes");
+    assert_eq!(d.proxy.resumed, 1);
+    assert_eq!(d.proxy.request_header("x-asked").as_deref(), Some("yes"));
+    // A timeout (DEADLINE_EXCEEDED): the stage decides, never a hang.
+    let (mut s, _) = d.request(&[(":path", "/"), (":method", "GET")], true);
+    d.answer_grpc(&mut s, 4, b"");
+    assert_eq!(d.proxy.replies.last().unwrap().status, 503);
+    // An unknown cluster is refused at dispatch.
+    let mut d = Driver::<(GrpcAsker,)>::with_proxy(b"null", FakeProxy::new()).unwrap();
+    d.request(&[(":path", "/")], true);
+    assert_eq!(d.proxy.replies.last().unwrap().status, 503);
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub enum MapKind {
 /// Callout answers larger than this are treated as failed: a huge answer
 /// must not exhaust the VM's memory.
 pub const MAX_CALLOUT_RESPONSE: usize = 1 << 20;
+/// The same for gRPC answers (a rate-limit verdict is a few hundred bytes).
+pub const MAX_GRPC_RESPONSE: usize = 64 << 10;
 
 /// Everything the pipeline needs from the proxy for a stream (on top of
 /// what stages may ask through [`Host`] and [`Callouts`]).
@@ -53,6 +55,8 @@ pub trait Proxy: Host + Callouts {
     fn request_body(&mut self, size: usize, max: usize) -> Vec<u8>;
     /// The callout response headers (pairs encoding) and body.
     fn callout_response(&mut self, num_headers: usize, body_size: usize) -> (Vec<u8>, Vec<u8>);
+    /// A gRPC callout's response message.
+    fn grpc_response(&mut self, size: usize) -> Vec<u8>;
     fn send_reply(&mut self, reply: &LocalReply);
     /// Resumes a request paused in an earlier callback.
     fn resume_request(&mut self);
@@ -194,6 +198,56 @@ impl<C: Chain> Stream<C> {
         let (raw_headers, body) = read_answer(p, num_headers, body_size);
         let reply_headers = PairsView::parse(&raw_headers).unwrap_or_else(PairsView::empty);
         let reply = reply_of(num_headers, body_size, &reply_headers, &body);
+        self.deliver(chain, p, sc, stage, part, reply);
+    }
+
+    /// A gRPC callout answered: `status` 0 with a message of `size` bytes,
+    /// or a gRPC error status.
+    pub fn on_grpc_callout<P: Proxy>(
+        &mut self,
+        chain: &C,
+        p: &mut P,
+        sc: &mut Scratch,
+        token: Token,
+        status: u32,
+        size: usize,
+    ) {
+        let Phase::Waiting {
+            stage,
+            token: want,
+            part,
+        } = self.phase
+        else {
+            return; // late answer after a local reply or the response, or not ours
+        };
+        if token != want {
+            return;
+        }
+        let (status, message) = if status != 0 {
+            (status, Vec::new())
+        } else if size > MAX_GRPC_RESPONSE {
+            log::warn!("meshguard: gRPC answer of {size} bytes is over the {MAX_GRPC_RESPONSE}-byte limit; treated as UNAVAILABLE");
+            (14, Vec::new())
+        } else {
+            (0, p.grpc_response(size))
+        };
+        let reply = Reply::Grpc {
+            status,
+            message: &message,
+        };
+        self.deliver(chain, p, sc, stage, part, reply);
+    }
+
+    /// Runs the waiting stage's callout hook with `reply`, then the rest.
+    fn deliver<P: Proxy>(
+        &mut self,
+        chain: &C,
+        p: &mut P,
+        sc: &mut Scratch,
+        stage: usize,
+        part: Part,
+        reply: Reply<'_>,
+    ) {
         let flow = match part {
             Part::Headers => {
                 let raw = p.headers(MapKind::Request);
