@@ -484,18 +484,7 @@ impl RateLimit {
     ) -> Option<Vec<u8>> {
         let mut raw = Vec::with_capacity(64);
         for part in &rule.key {
-            let value: Option<Vec<u8>> = match part {
-                KeyPart::ClientIp => ip
-                    .get_or_insert_with(|| self.client_ip(rq, cx.host()))
-                    .as_ref()
-                    .map(|s| s.as_bytes().to_vec()),
-                // Every spelling of a path shares its bucket.
-                KeyPart::Path => path
-                    .get_or_insert_with(|| rq.header(":path").map(normalized))
-                    .as_deref()
-                    .map(<[u8]>::to_vec),
-                KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
-            };
+            let value = self.part_value(part, rq, cx, ip, path);
             let value = match (value, &rule.missing) {
                 (Some(v), _) => v,
                 (None, WhenKeyMissing::Fallback(f)) => f.as_bytes().to_vec(),
@@ -506,6 +495,30 @@ impl RateLimit {
             raw.extend_from_slice(&value);
         }
         Some(bucket::stored_key(raw))
+    }
+
+    /// A key part's value, if the request has it (the client IP and the
+    /// normalized path worked out once per request, for every rule).
+    fn part_value<'r>(
+        &self,
+        part: &KeyPart,
+        rq: &'r Request<'_>,
+        cx: &mut Cx<'_>,
+        ip: &mut Option<Option<String>>,
+        path: &mut Option<Option<Cow<'r, [u8]>>>,
+    ) -> Option<Vec<u8>> {
+        match part {
+            KeyPart::ClientIp => ip
+                .get_or_insert_with(|| self.client_ip(rq, cx.host()))
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec()),
+            // Every spelling of a path shares its bucket.
+            KeyPart::Path => path
+                .get_or_insert_with(|| rq.header(":path").map(normalized))
+                .as_deref()
+                .map(<[u8]>::to_vec),
+            KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
+        }
     }
 
     fn client_ip(&self, rq: &Request<'_>, host: &dyn Host) -> Option<String> {

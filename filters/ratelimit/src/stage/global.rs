@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use meshguard_common::metrics::name;
 use meshguard_common::num::{push_u64, u64_text};
-use meshguard_common::path::normalized;
 use meshguard_stage::{
     Cx, GrpcCallout, LocalReply, MetricId, MetricsRegistry, RateLimitVerdict, Reply, Request, Step,
 };
@@ -163,23 +162,12 @@ impl RateLimit {
             }
             let mut entries: Vec<(&str, Vec<u8>)> = vec![("rule", rule.name.as_bytes().to_vec())];
             for (key, part) in &rule.parts {
-                let value: Option<Vec<u8>> = match part {
-                    KeyPart::ClientIp => ip
-                        .get_or_insert_with(|| self.client_ip(rq, cx.host()))
-                        .as_ref()
-                        .map(|s| s.as_bytes().to_vec()),
-                    KeyPart::Path => path
-                        .get_or_insert_with(|| rq.header(":path").map(normalized))
-                        .as_deref()
-                        .map(<[u8]>::to_vec),
-                    // `Entry.value` is a protobuf string: a value that is not
-                    // UTF-8 would make the service refuse the whole call (and
-                    // with `on_error: allow` let the request through).
-                    KeyPart::Header(h) => rq
-                        .header(h)
-                        .filter(|v| !v.is_empty() && std::str::from_utf8(v).is_ok())
-                        .map(<[u8]>::to_vec),
-                };
+                // `Entry.value` is a protobuf string: a header value that is
+                // not UTF-8 would make the service refuse the whole call (and
+                // with `on_error: allow` let the request through).
+                let value = self
+                    .part_value(part, rq, cx, ip, path)
+                    .filter(|v| std::str::from_utf8(v).is_ok());
                 let value = match (value, &rule.missing) {
                     (Some(v), _) => v,
                     (None, WhenKeyMissing::Fallback(f)) => f.as_bytes().to_vec(),
