@@ -6,7 +6,7 @@
 //! pluginConfig (`$`). A longer chain takes one object keyed by each stage's
 //! [`Stage::CONFIG_KEY`]; errors name `$.<key>…`, and unknown keys are errors.
 
-use meshguard_common::config::{from_value_at, parse_config, ConfigError, JsonPath};
+use meshguard_common::config::{from_value_at, parse_json_at, ConfigError, JsonPath};
 
 use crate::host::{MetricsRegistry, Token};
 use crate::message::{Request, Response};
@@ -78,7 +78,10 @@ pub fn sections(
     keys: &[(&'static str, &'static str)],
 ) -> Result<Vec<serde_json::Value>, ConfigError> {
     let root = JsonPath::root();
-    let mut map: serde_json::Map<String, serde_json::Value> = parse_config(config)?;
+    let mut map = match parse_json_at(config, &root)? {
+        serde_json::Value::Object(map) => map,
+        _ => return Err(root.err("invalid type: expected a map of stage configs")),
+    };
     if let Some(unknown) = map.keys().find(|k| !keys.iter().any(|(_, key)| key == k)) {
         let expected: Vec<&str> = keys.iter().map(|(_, k)| *k).collect();
         return Err(root.field(unknown).err(format!(
@@ -110,7 +113,7 @@ macro_rules! chain_tuple {
             #[allow(unused_mut, unused_variables)]
             fn build(config: &[u8], metrics: &mut dyn MetricsRegistry) -> Result<Self, ConfigError> {
                 if Self::LEN == 1 {
-                    let value: serde_json::Value = parse_config(config)?;
+                    let value = parse_json_at(config, &JsonPath::root())?;
                     let mut one = Some(value);
                     return Ok(($(
                         build_stage::<$S>(one.take().unwrap_or_default(), &JsonPath::root(), metrics)?,

@@ -98,6 +98,7 @@ fn post_link(package: &str, module: &Path) -> Result<(), String> {
     ];
     let flags: &[&str] = match package {
         "meshguard-authn-wasm" => &["-O3"],
+        "meshguard-ratelimit-wasm" | "meshguard-accesslog-wasm" => &["-Oz"],
         _ => return Ok(()),
     };
     let tool = repo_root().join("tools/binaryen/node_modules/.bin/wasm-opt");

@@ -3,7 +3,7 @@
 //!
 //! Two kinds of mistakes are reported the same way:
 //! * shape errors (unknown field, wrong type, missing field) come from serde,
-//!   with the path tracked by `serde_path_to_error`;
+//!   with the path tracked by this module's deserializer ([`de`]);
 //! * meaning errors (zero total weight, duplicate names, bad header names)
 //!   come from each filter's validation step via [`ConfigError::at`].
 
@@ -40,6 +40,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+mod de;
+
 /// Deserialize `bytes` (the pluginConfig JSON) into `T`, reporting the JSON
 /// path of the first mistake.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
@@ -54,19 +56,14 @@ pub fn parse_config_at<T: DeserializeOwned>(
     bytes: &[u8],
     base: &JsonPath,
 ) -> Result<T, ConfigError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let inner = err.inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return ConfigError::at(base.as_str(), describe_serde_error(inner));
-        }
-        let path = base.join_serde(&err.path().to_string());
-        ConfigError::at(path, describe_serde_error(inner))
-    })?;
-    // Trailing garbage after the document is a mistake too, not something to ignore.
-    de.end()
-        .map_err(|err| ConfigError::at(base.as_str(), describe_serde_error(&err)))?;
-    Ok(value)
+    from_value_at(parse_json_at(bytes, base)?, base)
+}
+
+/// The document as a JSON value; syntax errors (and trailing garbage after
+/// the document) reported at `base` with their line and column.
+pub fn parse_json_at(bytes: &[u8], base: &JsonPath) -> Result<serde_json::Value, ConfigError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| ConfigError::at(base.as_str(), describe_serde_error(&err)))
 }
 
 /// Deserialize an already parsed JSON value (a section of a combined config)
@@ -75,9 +72,11 @@ pub fn from_value_at<T: DeserializeOwned>(
     value: serde_json::Value,
     base: &JsonPath,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = base.join_serde(&err.path().to_string());
-        ConfigError::at(path, err.into_inner().to_string())
+    de::from_value(value).map_err(|err| {
+        ConfigError::at(
+            format!("{}{}", base.as_str(), err.path_suffix()),
+            err.message,
+        )
     })
 }
 
@@ -118,14 +117,6 @@ pub struct JsonPath(String);
 impl JsonPath {
     pub fn root() -> Self {
         Self("$".to_string())
-    }
-    /// `serde_path_to_error` prints `a.b[0]`, or `.` for the root; append it.
-    fn join_serde(&self, raw: &str) -> String {
-        match raw {
-            "" | "." => self.0.clone(),
-            p if p.starts_with('[') => format!("{}{p}", self.0),
-            p => format!("{}.{p}", self.0),
-        }
     }
     pub fn field(&self, name: &str) -> Self {
         Self(format!("{}.{name}", self.0))
@@ -215,6 +206,65 @@ mod tests {
         let value = serde_json::json!({"items": [{"weight": 1}, {}]});
         let err = from_value_at::<Outer>(value, &base).unwrap_err();
         assert_eq!(err.path, "$.ab_routing.items[1]");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Part {
+        Ip,
+        Header(String),
+        Pair { a: u8 },
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Parts {
+        parts: Vec<Part>,
+        limit: Option<u32>,
+    }
+
+    #[test]
+    fn enums_sequences_and_options_name_their_paths() {
+        let ok = parse_config::<Parts>(
+            br#"{"parts":["ip",{"header":"x"},{"pair":{"a":1}}],"limit":null}"#,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = parse_config::<Parts>(br#"{"parts":["ip",{"header":5}]}"#).unwrap_err();
+        assert_eq!(err.path, "$.parts[1].header");
+        assert!(err.message.contains("expected a string"), "{}", err.message);
+        let err = parse_config::<Parts>(br#"{"parts":[{"pair":{"a":300}}]}"#).unwrap_err();
+        assert_eq!(err.path, "$.parts[0].pair.a");
+        assert!(
+            err.message.contains("invalid value: integer `300`"),
+            "{}",
+            err.message
+        );
+        let err = parse_config::<Parts>(br#"{"parts":["port"]}"#).unwrap_err();
+        assert_eq!(err.path, "$.parts[0]");
+        assert!(
+            err.message.contains("unknown variant `port`"),
+            "{}",
+            err.message
+        );
+        let err = parse_config::<Parts>(br#"{"parts":[{"ip":null,"header":"x"}]}"#).unwrap_err();
+        assert_eq!(err.path, "$.parts[0]");
+        let err = parse_config::<Parts>(br#"{"parts":[],"limit":1.5}"#).unwrap_err();
+        assert_eq!(err.path, "$.limit");
+        assert_eq!(
+            err.message,
+            "invalid type: floating point `1.5`, expected u32"
+        );
+        let err = parse_config::<Parts>(br#"{"parts":null}"#).unwrap_err();
+        assert_eq!(err.message, "invalid type: null, expected a sequence");
+        let err = parse_config::<Parts>(br#"[1]"#).unwrap_err();
+        assert_eq!(err.path, "$");
+        assert!(
+            err.message.contains("invalid type: sequence"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
