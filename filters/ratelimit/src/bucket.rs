@@ -80,7 +80,12 @@ fn ceil_div(a: u128, b: u128) -> u128 {
     if b == 0 {
         return 0;
     }
-    a.div_ceil(b)
+    // Values fit 64 bits on every real limit: a 64-bit division is one
+    // instruction, a 128-bit one a software routine in wasm.
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => u128::from(a.div_ceil(b)),
+        _ => a.div_ceil(b),
+    }
 }
 
 /// A clock step back larger than this restarts a bucket's refill from the
@@ -167,6 +172,19 @@ const HEADER: usize = 1 + 8 + 8 + 8;
 /// 128-bit SipHash (a 60 KB header must not become 60 KB per slot).
 pub const MAX_RAW_KEY: usize = 256;
 
+/// [`stored_key`] of `marked[1..]`, for a key built after a placeholder
+/// byte: a short key is returned as is with its `=` marker, no copy.
+pub fn stored_key_marked(mut marked: Vec<u8>) -> Vec<u8> {
+    let raw = marked.get(1..).unwrap_or_default();
+    if raw.len() <= MAX_RAW_KEY {
+        if let Some(first) = marked.first_mut() {
+            *first = b'=';
+        }
+        return marked;
+    }
+    stored_key(raw.to_vec())
+}
+
 /// A bucket key as stored: `=` + the key, or `#` + its 128-bit hash.
 pub fn stored_key(raw: Vec<u8>) -> Vec<u8> {
     if raw.len() <= MAX_RAW_KEY {
@@ -195,8 +213,14 @@ pub fn slot_of(rule: usize, key: &[u8], slots: u32) -> u32 {
 }
 
 /// `<prefix><rule>.<slot>`; the prefix names the plugin ([`slot_prefix`]).
+/// Built without `format!`: it runs on every request.
 pub fn slot_key(prefix: &str, rule: usize, slot: u32) -> String {
-    format!("{prefix}{rule}.{slot}")
+    let mut out = String::with_capacity(prefix.len() + 16);
+    out.push_str(prefix);
+    meshguard_common::num::push_u64(&mut out, rule as u64);
+    out.push('.');
+    meshguard_common::num::push_u64(&mut out, u64::from(slot));
+    out
 }
 
 /// The slot keys' prefix for the plugin named `plugin_name`
@@ -380,6 +404,16 @@ mod tests {
         assert_eq!(k, stored_key(long));
         assert_ne!(k, stored_key(vec![b'b'; 70_000]));
         assert_eq!(stored_key(b"x".to_vec()), b"=x");
+        // Built in place after a placeholder byte: the same stored form.
+        for raw in [
+            b"x".to_vec(),
+            vec![b'k'; MAX_RAW_KEY],
+            vec![b'k'; MAX_RAW_KEY + 1],
+        ] {
+            let mut marked = vec![0];
+            marked.extend_from_slice(&raw);
+            assert_eq!(stored_key_marked(marked), stored_key(raw));
+        }
         for i in 0..1000u32 {
             assert!(slot_of(0, &i.to_le_bytes(), 7) < 7);
         }

@@ -14,6 +14,7 @@ use meshguard_common::metrics::name;
 use meshguard_common::num::{push_u64, u64_text};
 use meshguard_common::path::normalized;
 use meshguard_stage::host::CREATE_ONLY;
+use meshguard_stage::Text;
 use meshguard_stage::{
     Cx, Facts, Host, LocalReply, MetricId, MetricsRegistry, Needs, RateLimitVerdict, Reply,
     Request, Response, RootCx, SharedWrite, Stage, Step,
@@ -402,9 +403,7 @@ impl Stage for RateLimit {
         let Some(rule) = self.rules.get(shown.rule) else {
             return;
         };
-        for (k, v) in self.rate_headers(rule, &shown) {
-            rs.set(k, v);
-        }
+        self.rate_headers(rule, &shown, |k, v| rs.set(k, v));
     }
 
     fn on_tick(&self, cx: &mut RootCx<'_>) {
@@ -482,42 +481,44 @@ impl RateLimit {
         ip: &mut Option<Option<String>>,
         path: &mut Option<Option<Cow<'r, [u8]>>>,
     ) -> Option<Vec<u8>> {
+        // The stored form's marker first, so a short key is built in place.
         let mut raw = Vec::with_capacity(64);
+        raw.push(b'=');
         for part in &rule.key {
             let value = self.part_value(part, rq, cx, ip, path);
-            let value = match (value, &rule.missing) {
+            let value: &[u8] = match (&value, &rule.missing) {
                 (Some(v), _) => v,
-                (None, WhenKeyMissing::Fallback(f)) => f.as_bytes().to_vec(),
+                (None, WhenKeyMissing::Fallback(f)) => f.as_bytes(),
                 (None, WhenKeyMissing::Skip) => return None,
             };
             // Length-prefixed: ("a,b", "c") and ("a", "b,c") never meet.
             raw.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            raw.extend_from_slice(&value);
+            raw.extend_from_slice(value);
         }
-        Some(bucket::stored_key(raw))
+        Some(bucket::stored_key_marked(raw))
     }
 
     /// A key part's value, if the request has it (the client IP and the
-    /// normalized path worked out once per request, for every rule).
-    fn part_value<'r>(
+    /// normalized path worked out once per request, for every rule),
+    /// borrowed where it can be.
+    fn part_value<'v, 'r: 'v>(
         &self,
         part: &KeyPart,
         rq: &'r Request<'_>,
         cx: &mut Cx<'_>,
-        ip: &mut Option<Option<String>>,
-        path: &mut Option<Option<Cow<'r, [u8]>>>,
-    ) -> Option<Vec<u8>> {
+        ip: &'v mut Option<Option<String>>,
+        path: &'v mut Option<Option<Cow<'r, [u8]>>>,
+    ) -> Option<&'v [u8]> {
         match part {
             KeyPart::ClientIp => ip
                 .get_or_insert_with(|| self.client_ip(rq, cx.host()))
-                .as_ref()
-                .map(|s| s.as_bytes().to_vec()),
+                .as_deref()
+                .map(str::as_bytes),
             // Every spelling of a path shares its bucket.
             KeyPart::Path => path
                 .get_or_insert_with(|| rq.header(":path").map(normalized))
-                .as_deref()
-                .map(<[u8]>::to_vec),
-            KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
+                .as_deref(),
+            KeyPart::Header(h) => rq.header(h).filter(|v| !v.is_empty()),
         }
     }
 
@@ -615,15 +616,15 @@ impl RateLimit {
         (self.rules.len(), 0)
     }
 
-    fn rate_headers(&self, rule: &Rule, s: &Shown) -> Vec<(&'static str, meshguard_stage::Text)> {
-        let mut out = Vec::with_capacity(5);
+    /// The rate headers for `s`, each handed to `put` (no list built).
+    fn rate_headers(&self, rule: &Rule, s: &Shown, mut put: impl FnMut(&'static str, Text)) {
         if self.headers.x_ratelimit {
-            out.push(("x-ratelimit-limit", (&rule.limit_header).into()));
-            out.push(("x-ratelimit-remaining", u64_text(s.remaining).into()));
-            out.push(("x-ratelimit-reset", u64_text(s.reset_s).into()));
+            put("x-ratelimit-limit", (&rule.limit_header).into());
+            put("x-ratelimit-remaining", u64_text(s.remaining).into());
+            put("x-ratelimit-reset", u64_text(s.reset_s).into());
         }
         if self.headers.ietf {
-            out.push(("ratelimit-policy", (&rule.policy_header).into()));
+            put("ratelimit-policy", (&rule.policy_header).into());
             // `"<rule>";r=<remaining>;t=<seconds>`, without core::fmt.
             let mut v = String::with_capacity(rule.name.len() + 32);
             v.push('"');
@@ -632,26 +633,28 @@ impl RateLimit {
             push_u64(&mut v, s.remaining);
             v.push_str(";t=");
             push_u64(&mut v, s.reset_s);
-            out.push(("ratelimit", v.into()));
+            put("ratelimit", v.into());
         }
-        out
     }
 
     fn too_many(&self, rule: &Rule, s: &Shown) -> LocalReply {
-        // A flood over the limit is all 429s: built without core::fmt.
+        // A flood over the limit is all 429s: built without core::fmt, in
+        // as few allocations as it takes.
         let mut body = String::with_capacity(rule.name.len() + 80);
         body.push_str("{\"error\":\"rate_limited\",\"rule\":\"");
         body.push_str(&rule.name);
         body.push_str("\",\"retry_after_seconds\":");
         push_u64(&mut body, s.reset_s);
         body.push_str("}\n");
-        let mut reply = LocalReply::new(429, body)
-            .header("content-type", "application/json")
-            .header("retry-after", u64_text(s.reset_s))
-            .details("meshguard_ratelimit_limited");
-        for (k, v) in self.rate_headers(rule, s) {
-            reply = reply.header(k, v);
-        }
+        let mut reply = LocalReply::new(429, body).details("meshguard_ratelimit_limited");
+        reply.headers.reserve_exact(7);
+        reply
+            .headers
+            .push(("content-type".into(), "application/json".into()));
+        reply
+            .headers
+            .push(("retry-after".into(), u64_text(s.reset_s).into()));
+        self.rate_headers(rule, s, |k, v| reply.headers.push((k.into(), v)));
         reply
     }
 

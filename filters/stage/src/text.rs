@@ -12,7 +12,9 @@ use std::rc::Rc;
 pub enum Text {
     Static(&'static str),
     Shared(Rc<str>),
-    Owned(Box<[u8]>),
+    /// A `Vec`, not a boxed slice: converting a `String` or `Vec` would
+    /// otherwise shrink (reallocate) it, on per-request paths.
+    Owned(Vec<u8>),
 }
 
 impl Text {
@@ -62,11 +64,11 @@ impl From<&Rc<str>> for Text {
 }
 impl From<String> for Text {
     fn from(s: String) -> Self {
-        Text::Owned(s.into_bytes().into_boxed_slice())
+        Text::Owned(s.into_bytes())
     }
 }
 impl From<Vec<u8>> for Text {
     fn from(b: Vec<u8>) -> Self {
-        Text::Owned(b.into_boxed_slice())
+        Text::Owned(b)
     }
 }

@@ -169,7 +169,7 @@ impl RateLimit {
                     .part_value(part, rq, cx, ip, path)
                     .filter(|v| std::str::from_utf8(v).is_ok());
                 let value = match (value, &rule.missing) {
-                    (Some(v), _) => v,
+                    (Some(v), _) => v.to_vec(),
                     (None, WhenKeyMissing::Fallback(f)) => f.as_bytes().to_vec(),
                     (None, WhenKeyMissing::Skip) => {
                         cx.count(rule.key_missing);
