@@ -78,15 +78,32 @@ fn envoy_with(dir: &std::path::Path, upstream: u16, config: Value, workers: u32)
 }
 
 /// Two workers, 16 clients, one key, 4 s: admitted <= burst + rate × elapsed.
+/// Every request reads and writes the shared bucket (a burst of 20 makes
+/// the worker batch 1).
 #[test]
 fn two_workers_never_over_admit_under_concurrent_load() {
+    accuracy_run("ratelimit-accuracy", BURST, None, 1);
+}
+
+/// The same with each worker taking 32 tokens at a time from the shared
+/// bucket (`worker_batch`): still never over the limit, and at most the
+/// tokens the two workers hold at the end short of it.
+#[test]
+fn two_workers_with_token_batches_never_over_admit() {
+    accuracy_run("ratelimit-accuracy-batched", 2000, Some(32), 32);
+}
+
+fn accuracy_run(name: &str, burst: u64, worker_batch: Option<u32>, batch: u64) {
     envoy_bin();
-    let dir = scratch_dir("ratelimit-accuracy");
+    let dir = scratch_dir(name);
     let upstream = Upstream::start(&dir);
-    let config = json!({
+    let mut config = json!({
         "rules": [{"name": "hot", "key": ["header"],
-                   "limit": {"requests": RATE, "per": "second", "burst": BURST}}]
+                   "limit": {"requests": RATE, "per": "second", "burst": burst}}]
     });
+    if let Some(b) = worker_batch {
+        config["worker_batch"] = json!(b);
+    }
     let envoy = envoy_with(&dir, upstream.port, config, 2);
     let port = envoy.ports.listen;
 
@@ -126,10 +143,10 @@ fn two_workers_never_over_admit_under_concurrent_load() {
     let elapsed = start.elapsed();
     let admitted = admitted.load(Ordering::Relaxed);
     let limited = limited.load(Ordering::Relaxed);
-    let allowed = BURST + (RATE as f64 * elapsed.as_secs_f64()).floor() as u64;
+    let allowed = burst + (RATE as f64 * elapsed.as_secs_f64()).floor() as u64;
     println!(
         "Envoy --concurrency 2, {CLIENTS} clients, {:.2}s: admitted {admitted}, allowed {allowed} \
-         (burst {BURST} + {RATE}/s), limited {limited}, other {}",
+         (burst {burst} + {RATE}/s, worker batch {batch}), limited {limited}, other {}",
         elapsed.as_secs_f64(),
         other.load(Ordering::Relaxed)
     );
@@ -148,8 +165,9 @@ fn two_workers_never_over_admit_under_concurrent_load() {
         "the load must exceed the limit: {limited} limited"
     );
     // Not starved either: the bucket's whole refill over the run (minus
-    // the time before the first and after the last request) was used.
-    let floor = BURST + RATE * (RUN.as_secs() - 1);
+    // the time before the first and after the last request, and the
+    // tokens each worker may still hold unspent) was used.
+    let floor = burst + RATE * (RUN.as_secs() - 1) - 2 * (batch - 1);
     assert!(
         admitted >= floor,
         "only {admitted} admitted, want >= {floor}"

@@ -126,11 +126,20 @@ impl Bucket {
 
     /// Takes one token at `now_ns` if there is one.
     pub fn take(self, limit: &Limit, now_ns: u64) -> (Bucket, Taken) {
+        let (b, taken, _) = self.take_up_to(limit, now_ns, 1);
+        (b, taken)
+    }
+
+    /// Takes between one and `n` tokens at `now_ns`, as many as there are;
+    /// none (refused) when there is not one. Returns how many it took.
+    pub fn take_up_to(self, limit: &Limit, now_ns: u64, n: u64) -> (Bucket, Taken, u64) {
         let b = self.refilled(limit, now_ns);
         let cost = limit.period_ns;
-        if b.level >= cost {
+        let available = b.level / cost;
+        if available > 0 {
+            let got = n.clamp(1, available);
             let after = Bucket {
-                level: b.level - cost,
+                level: b.level - got * cost,
                 last_ns: b.last_ns,
             };
             let taken = Taken {
@@ -138,7 +147,7 @@ impl Bucket {
                 remaining: after.level / cost,
                 reset_s: after.next_token_s(limit),
             };
-            (after, taken)
+            (after, taken, got)
         } else {
             let wait_ns = ceil_div(
                 u128::from(cost - b.level),
@@ -149,7 +158,19 @@ impl Bucket {
                 remaining: 0,
                 reset_s: u64::try_from(ceil_div(wait_ns, 1_000_000_000).max(1)).unwrap_or(u64::MAX),
             };
-            (b, taken)
+            (b, taken, 0)
+        }
+    }
+
+    /// `tokens` taken earlier and not spent, put back (never above full).
+    /// Exact with lazy refill: min(min(L + t, C) + r, C) = min(L + t + r, C).
+    pub fn give_back(self, limit: &Limit, tokens: u64) -> Bucket {
+        Bucket {
+            level: self
+                .level
+                .saturating_add(tokens.saturating_mul(limit.period_ns))
+                .min(limit.capacity()),
+            last_ns: self.last_ns,
         }
     }
 
@@ -280,6 +301,27 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn take_up_to_takes_what_there_is_and_give_back_restores_it() {
+        let l = Limit::new(1, 1, 10); // 1/s, burst 10
+        let b = Bucket::full(&l, 0);
+        let (b, t, got) = b.take_up_to(&l, 0, 4);
+        assert!(t.allowed);
+        assert_eq!((got, t.remaining), (4, 6));
+        let (b2, t, got) = b.take_up_to(&l, 0, 32);
+        assert_eq!((got, t.remaining, t.allowed), (6, 0, true));
+        let (_, t, got) = b2.take_up_to(&l, 0, 32);
+        assert_eq!((got, t.allowed), (0, false));
+        // Four unspent tokens back: as if never taken, never above full.
+        assert_eq!(b.give_back(&l, 4), Bucket::full(&l, 0));
+        assert_eq!(Bucket::full(&l, 0).give_back(&l, 4), Bucket::full(&l, 0));
+        // Lazy refill after a give-back equals refill then give-back.
+        let (half, _, _) = Bucket::full(&l, 0).take_up_to(&l, 0, 8);
+        let a = half.give_back(&l, 3).refilled(&l, 2 * S);
+        let b = half.refilled(&l, 2 * S).give_back(&l, 3);
+        assert_eq!(a.level, b.level);
+    }
 
     #[test]
     fn burst_then_refill_exactly() {

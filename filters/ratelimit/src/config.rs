@@ -12,6 +12,14 @@ use meshguard_common::config::{parse_config, ConfigError, JsonPath};
 use meshguard_common::contract::IDENTITY_HEADER;
 use meshguard_common::headers::is_token_char;
 
+/// Largest `worker_batch`.
+pub const MAX_WORKER_BATCH: u32 = 1000;
+
+/// A rule's batch when `worker_batch` is unset: 1% of its burst, 1..=32.
+pub fn auto_worker_batch(burst: u32) -> u32 {
+    (burst / 100).clamp(1, 32)
+}
+
 /// Top-level pluginConfig.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +38,14 @@ pub struct RateLimitConfig {
     /// tracks at once. A rule without key parts uses one slot.
     #[serde(default = "default_max_keys")]
     pub max_keys: u32,
+    /// The most tokens one worker takes from a shared bucket at once and
+    /// then spends without touching shared data (1..=1000). Unset: 1% of
+    /// the rule's burst, between 1 and 32. 1: every request reads and
+    /// writes the shared bucket. Never over-admits (a worker only spends
+    /// tokens it took); a worker's unspent tokens go back at the next tick
+    /// (1 s), so another worker may be refused while they are held.
+    #[serde(default)]
+    pub worker_batch: Option<u32>,
     #[serde(default)]
     pub response_headers: ResponseHeadersConfig,
     /// Write the decision to filter state (`meshguard.ratelimit`) for the
@@ -325,6 +341,13 @@ impl RateLimitConfig {
                 self.rules.len()
             )));
         }
+        if let Some(b) = self.worker_batch {
+            if !(1..=MAX_WORKER_BATCH).contains(&b) {
+                return Err(root
+                    .field("worker_batch")
+                    .err(format!("expected 1..={MAX_WORKER_BATCH} tokens, got {b}")));
+            }
+        }
         let mut names: Vec<&str> = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             let p = rules.index(i);
@@ -608,6 +631,11 @@ mod tests {
         let c = RateLimitConfig::from_json(minimal.as_bytes()).unwrap();
         assert_eq!(c.apply, Apply::First);
         assert_eq!(c.max_keys, 10_000);
+        assert_eq!(c.worker_batch, None);
+        assert_eq!(auto_worker_batch(1), 1);
+        assert_eq!(auto_worker_batch(199), 1);
+        assert_eq!(auto_worker_batch(2000), 20);
+        assert_eq!(auto_worker_batch(1_000_000), 32);
         assert_eq!(c.client_ip, ClientIpConfig::default());
         assert_eq!(c.client_ip.ipv6_prefix, 64);
         assert!(!c.decision_filter_state);
@@ -807,6 +835,16 @@ mod tests {
             err_with(|v| v["max_keys"] = 0.into()),
             "$.max_keys",
             "expected 1 to",
+        );
+        assert_err(
+            err_with(|v| v["worker_batch"] = 0.into()),
+            "$.worker_batch",
+            "expected 1..=1000",
+        );
+        assert_err(
+            err_with(|v| v["worker_batch"] = 1001.into()),
+            "$.worker_batch",
+            "expected 1..=1000",
         );
         assert_err(
             err_with(|v| v["client_ip"]["trusted_hops"] = 17.into()),

@@ -125,6 +125,9 @@ struct Rule {
     shadow: bool,
     missing: WhenKeyMissing,
     slots: u32,
+    /// Tokens this worker takes from the shared bucket at once
+    /// (`worker_batch`); 1: none held.
+    batch: u64,
     /// `X-RateLimit-Limit`: `<burst>, <requests>;w=<seconds>`.
     limit_header: Rc<str>,
     /// `RateLimit-Policy`: `"<name>";q=<requests>;w=<seconds>`.
@@ -147,7 +150,25 @@ struct Vm {
     sweep_next: u64,
     /// The slot keys' prefix, read once from the plugin's name.
     prefix: Option<Rc<str>>,
+    /// Tokens taken from shared buckets and not spent yet: (rule, stored
+    /// key, tokens), at most [`MAX_BATCHED_KEYS`]; given back at the next
+    /// tick. A short list: the keys hot enough to batch.
+    batches: Vec<(usize, Vec<u8>, Batch)>,
 }
+
+/// Tokens one worker holds for one key.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    tokens: u64,
+    /// The shared bucket's whole tokens after they were taken, and when
+    /// the next one arrives then: what the rate headers show.
+    remaining: u64,
+    reset_s: u64,
+}
+
+/// Keys a worker holds batches for at once (between ticks); past it a key
+/// goes to the shared bucket every request, as with `worker_batch: 1`.
+const MAX_BATCHED_KEYS: usize = 64;
 
 /// The ratelimit stage.
 pub struct RateLimit {
@@ -193,6 +214,8 @@ fn now_ns(host: &dyn Host) -> u64 {
 /// How a bucket lookup ended.
 enum Outcome {
     Taken(Taken),
+    /// Allowed, with this many tokens taken (1 + those now held).
+    Batch(Taken, u64),
     Error,
 }
 
@@ -219,6 +242,9 @@ impl Stage for RateLimit {
             let burst = l.burst.unwrap_or(l.requests);
             let limit = Limit::new(l.requests, per, burst);
             let slots = if r.key.is_empty() { 1 } else { config.max_keys };
+            let batch = config
+                .worker_batch
+                .unwrap_or_else(|| crate::config::auto_worker_batch(burst));
             total_slots += u64::from(slots);
             let n = r.name.as_str();
             rules.push(Rule {
@@ -237,6 +263,7 @@ impl Stage for RateLimit {
                 shadow: r.shadow,
                 missing: r.when_key_missing.clone(),
                 slots,
+                batch: u64::from(batch.max(1)),
                 limit_header: Rc::from(format!("{burst}, {};w={per}", l.requests)),
                 policy_header: Rc::from(format!("\"{n}\";q={};w={per}", l.requests)),
                 m: RuleMetrics {
@@ -267,6 +294,7 @@ impl Stage for RateLimit {
                 counts: vec![[0; 3]; rules.len()],
                 sweep_next: 0,
                 prefix: None,
+                batches: Vec::new(),
             }),
             rules,
             apply: config.apply,
@@ -300,7 +328,8 @@ impl Stage for RateLimit {
         st: &mut PerRequest,
         cx: &mut Cx<'_>,
     ) -> Step {
-        let now = now_ns(cx.host());
+        // The clock is a host call: read it when a shared bucket is touched.
+        let mut now: Option<u64> = None;
         // The client IP costs a host call: read it once, when a rule needs it.
         let mut ip: Option<Option<String>> = None;
         let mut path: Option<Option<Cow<'_, [u8]>>> = None;
@@ -318,19 +347,23 @@ impl Stage for RateLimit {
                 cx.count(rule.m.key_missing);
                 continue;
             };
-            let taken = match self.take(i, rule, &key, now, cx) {
-                Outcome::Taken(t) => t,
-                Outcome::Error => {
-                    cx.count(self.m.errors);
-                    // A shadow rule never refuses, not even on errors.
-                    if self.on_error == OnError::Deny && !rule.shadow {
-                        return Step::Respond(self.unavailable());
+            let held = self.spend_held(i, &key);
+            let taken = match held {
+                Some(t) => t,
+                None => match self.take(i, rule, key, &mut now, cx) {
+                    Outcome::Taken(t) | Outcome::Batch(t, _) => t,
+                    Outcome::Error => {
+                        cx.count(self.m.errors);
+                        // A shadow rule never refuses, not even on errors.
+                        if self.on_error == OnError::Deny && !rule.shadow {
+                            return Step::Respond(self.unavailable());
+                        }
+                        if self.apply == Apply::First && !rule.shadow {
+                            break;
+                        }
+                        continue;
                     }
-                    if self.apply == Apply::First && !rule.shadow {
-                        break;
-                    }
-                    continue;
-                }
+                },
             };
             let shown = Shown {
                 rule: i,
@@ -427,6 +460,7 @@ impl Stage for RateLimit {
                 );
             }
         }
+        self.give_back_held(cx);
         self.sweep(cx);
     }
 }
@@ -540,18 +574,113 @@ impl RateLimit {
         Some(client_ip::key_text(ip, self.client_ip.ipv6_prefix))
     }
 
-    /// Takes a token from `key`'s bucket, compare-and-swap against every
-    /// other worker.
-    fn take(&self, ri: usize, rule: &Rule, key: &[u8], now: u64, cx: &mut Cx<'_>) -> Outcome {
+    /// A token from this worker's batch for `key`, if it holds one.
+    fn spend_held(&self, ri: usize, key: &[u8]) -> Option<Taken> {
+        let mut vm = self.vm.try_borrow_mut().ok()?;
+        let (_, _, b) = vm
+            .batches
+            .iter_mut()
+            .find(|(r, k, _)| *r == ri && k.as_slice() == key)?;
+        if b.tokens == 0 {
+            return None;
+        }
+        b.tokens -= 1;
+        Some(Taken {
+            allowed: true,
+            remaining: b.remaining + b.tokens,
+            reset_s: b.reset_s,
+        })
+    }
+
+    /// Takes a token (up to the rule's batch: the rest held by this worker)
+    /// from `key`'s bucket, compare-and-swap against every other worker.
+    fn take(
+        &self,
+        ri: usize,
+        rule: &Rule,
+        key: Vec<u8>,
+        now: &mut Option<u64>,
+        cx: &mut Cx<'_>,
+    ) -> Outcome {
         let prefix = self.slot_prefix(cx.host());
-        let (outcome, evicted, created) = take_in(&prefix, ri, rule, key, now, cx.host());
+        let now = *now.get_or_insert_with(|| now_ns(cx.host()));
+        let want = self.want(rule);
+        let (outcome, evicted, created) = take_in(&prefix, ri, rule, &key, now, want, cx.host());
         if evicted {
             cx.count(self.m.evictions);
         }
         if created {
             cx.add(self.m.buckets, 1);
         }
-        outcome
+        match outcome {
+            Outcome::Batch(t, got) => {
+                self.hold(ri, key, got - 1, &t);
+                Outcome::Taken(t)
+            }
+            other => other,
+        }
+    }
+
+    /// Keeps `tokens` taken for `key` for this worker's next requests.
+    fn hold(&self, ri: usize, key: Vec<u8>, tokens: u64, t: &Taken) {
+        if tokens == 0 {
+            return;
+        }
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            return; // not held: given back by nobody, so never over-admits
+        };
+        let batch = Batch {
+            tokens,
+            remaining: t.remaining,
+            reset_s: t.reset_s,
+        };
+        if let Some((_, _, b)) = vm
+            .batches
+            .iter_mut()
+            .find(|(r, k, _)| *r == ri && *k == key)
+        {
+            *b = batch;
+        } else if vm.batches.len() < MAX_BATCHED_KEYS {
+            vm.batches.push((ri, key, batch));
+        } else if let Some(spent) = vm.batches.iter_mut().find(|(_, _, b)| b.tokens == 0) {
+            *spent = (ri, key, batch);
+        }
+        // Else (not reached: `take` asks for one token when there is no
+        // room) the tokens would be lost until the bucket refills: fewer
+        // admitted, never more.
+    }
+
+    /// How many tokens to take: the rule's batch when this worker has room
+    /// to hold the rest (a free entry, or a spent one: the key's own, if it
+    /// had one), else one (a key that cannot be held must not lose the
+    /// rest of a batch).
+    fn want(&self, rule: &Rule) -> u64 {
+        if rule.batch <= 1 {
+            return 1;
+        }
+        match self.vm.try_borrow() {
+            Ok(vm)
+                if vm.batches.len() < MAX_BATCHED_KEYS
+                    || vm.batches.iter().any(|(_, _, b)| b.tokens == 0) =>
+            {
+                rule.batch
+            }
+            _ => 1,
+        }
+    }
+
+    /// Gives every token this worker holds back to its shared bucket.
+    fn give_back_held(&self, cx: &mut RootCx<'_>) {
+        let batches = match self.vm.try_borrow_mut() {
+            Ok(mut vm) if !vm.batches.is_empty() => std::mem::take(&mut vm.batches),
+            _ => return,
+        };
+        let prefix = self.slot_prefix(cx.host());
+        for (ri, key, b) in batches {
+            if let (Some(rule), true) = (self.rules.get(ri), b.tokens > 0) {
+                give_back_in(&prefix, ri, rule, &key, b.tokens, cx.host());
+            }
+        }
     }
 
     /// Empties buckets that are full again (forgetting them loses nothing)
@@ -665,14 +794,16 @@ impl RateLimit {
     }
 }
 
-/// [`RateLimit::take`] against the host: (outcome, another key's bucket
-/// was taken over, a bucket went into a free slot).
+/// [`RateLimit::take`] against the host: up to `want` tokens (at least
+/// one, or refused). Returns (outcome, another key's bucket was taken
+/// over, a bucket went into a free slot).
 fn take_in(
     prefix: &str,
     ri: usize,
     rule: &Rule,
     key: &[u8],
     now: u64,
+    want: u64,
     host: &mut dyn Host,
 ) -> (Outcome, bool, bool) {
     let slot = bucket::slot_of(ri, key, rule.slots);
@@ -703,12 +834,15 @@ fn take_in(
             Some(_) => (Bucket::full(&rule.limit, now), false, false),
             None => (Bucket::full(&rule.limit, now), false, true),
         };
-        let (next, taken) = start.take(&rule.limit, now);
+        let (next, taken, got) = start.take_up_to(&rule.limit, now, want);
         if !taken.allowed && !evicting {
             // Nothing spent: nothing to write.
             return (Outcome::Taken(taken), false, false);
         }
         match host.shared_set(&skey, &bucket::encode(rule.fingerprint, &next, key), cas) {
+            SharedWrite::Written if got > 1 => {
+                return (Outcome::Batch(taken, got), evicting, new_bucket)
+            }
             SharedWrite::Written => return (Outcome::Taken(taken), evicting, new_bucket),
             SharedWrite::CasMismatch => continue,
             SharedWrite::Failed => return (Outcome::Error, false, false),
@@ -719,6 +853,36 @@ fn take_in(
         rule.name
     );
     (Outcome::Error, false, false)
+}
+
+/// Puts `tokens` a worker took for `key` and did not spend back into its
+/// shared bucket. If the slot now holds another key, an older config's
+/// bucket or nothing (swept: it was full), or the compare-and-swap keeps
+/// losing, they are dropped: fewer admitted, never more.
+fn give_back_in(
+    prefix: &str,
+    ri: usize,
+    rule: &Rule,
+    key: &[u8],
+    tokens: u64,
+    host: &mut dyn Host,
+) {
+    let slot = bucket::slot_of(ri, key, rule.slots);
+    let skey = bucket::slot_key(prefix, ri, slot);
+    for _ in 0..CAS_TRIES {
+        let Some((value, cas)) = host.shared_get(&skey) else {
+            return;
+        };
+        let b = match bucket::decode(&value) {
+            Some((fp, b, k)) if fp == rule.fingerprint && k == key => b,
+            _ => return,
+        };
+        let back = b.give_back(&rule.limit, tokens);
+        match host.shared_set(&skey, &bucket::encode(rule.fingerprint, &back, key), cas) {
+            SharedWrite::CasMismatch => continue,
+            SharedWrite::Written | SharedWrite::Failed => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -792,7 +956,7 @@ mod tests {
             next_cas: 0,
             other: Some(bucket::encode(rule.fingerprint, &spent, key)),
         };
-        let (outcome, _, _) = take_in("meshguard.rl.", 0, rule, key, now, &mut host);
+        let (outcome, _, _) = take_in("meshguard.rl.", 0, rule, key, now, 1, &mut host);
         let Outcome::Taken(t) = outcome else {
             panic!("no decision");
         };

@@ -183,6 +183,50 @@ fn two_vms_on_two_threads_share_one_bucket_exactly() {
     assert_eq!(admitted + refused, 2 * STEPS * 3);
 }
 
+/// `worker_batch`: a worker takes up to 32 tokens at once from the shared
+/// bucket and spends them without touching shared data. The two VMs
+/// together still admit exactly the burst, and tokens one VM holds go back
+/// to the shared bucket on its tick, where the other VM finds them.
+#[test]
+fn token_batches_never_over_admit_and_unspent_tokens_go_back() {
+    let config = r#"{"worker_batch": 32, "rules": [{"name": "one", "key": ["header"], "limit": {"requests": 1, "per": "hour", "burst": 1000}}]}"#;
+    let h = Harness::new();
+    let mut a = vm(&h, config);
+    let mut b = vm(&h, config);
+    let hot = || Headers::from_pairs(&[(":path", "/"), ("x-user-id", "hot")]);
+    let until_refused = |vm: &mut Vm| {
+        let mut n = 0u64;
+        while send(vm, hot(), "10.0.0.1:1").0 == 200 {
+            n += 1;
+            assert!(n <= 1000, "over-admission");
+        }
+        n
+    };
+    // A takes 32 and spends one; B gets what is left in shared data.
+    assert_eq!(send(&mut a, hot(), "10.0.0.1:1").0, 200);
+    let by_b = until_refused(&mut b);
+    assert_eq!(by_b, 1000 - 32);
+    // A spends what it holds, then is refused too: exactly the burst.
+    let by_a = until_refused(&mut a);
+    assert_eq!(1 + by_a + by_b, 1000);
+    // Again from a fresh bucket (another key): A holds 31 unspent; on A's
+    // tick they go back and B gets them.
+    let other = || Headers::from_pairs(&[(":path", "/"), ("x-user-id", "other")]);
+    assert_eq!(send(&mut a, other(), "10.0.0.1:1").0, 200);
+    let mut by_b = 0;
+    while send(&mut b, other(), "10.0.0.1:1").0 == 200 {
+        by_b += 1;
+    }
+    assert_eq!(by_b, 1000 - 32);
+    a.advance_clock(Duration::from_secs(1)).unwrap();
+    while send(&mut b, other(), "10.0.0.1:1").0 == 200 {
+        by_b += 1;
+    }
+    assert_eq!(1 + by_b, 1000, "A's 31 unspent tokens went back to B");
+    assert_eq!(send(&mut a, other(), "10.0.0.1:1").0, 429);
+    assert!(a.failure().is_none() && b.failure().is_none());
+}
+
 /// Istio gives every WasmPlugin an empty vm_id, so two ratelimit plugins on
 /// one proxy share one shared-data space. Each keeps its own buckets (the
 /// plugin's name is in the slot key): interleaved, each limit holds.

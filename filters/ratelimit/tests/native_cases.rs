@@ -337,3 +337,31 @@ fn bad_config_is_refused_with_its_path() {
         .unwrap();
     assert_eq!(err.path, "$.x");
 }
+
+/// More hot keys than a worker holds batches for: the keys that cannot be
+/// held take one token at a time, so every key still gets exactly its
+/// burst (a batch taken and then dropped would cost a key 31 tokens).
+#[test]
+fn keys_past_the_batch_list_lose_no_tokens() {
+    let mut d = driver(
+        r#"{"worker_batch": 32, "rules": [{"name": "k", "key": ["header"], "limit": {"requests": 1, "per": "hour", "burst": 100}}]}"#,
+    );
+    const KEYS: usize = 80;
+    let mut admitted = [0u32; KEYS];
+    for _round in 0..120 {
+        for (k, n) in admitted.iter_mut().enumerate() {
+            let user = format!("user-{k}");
+            let (status, _, _) = send(
+                &mut d,
+                &[(":path", "/"), ("x-user-id", &user)],
+                "10.0.0.1:1",
+            );
+            if status == 200 {
+                *n += 1;
+            } else {
+                assert_eq!(status, 429);
+            }
+        }
+    }
+    assert!(admitted.iter().all(|n| *n == 100), "{admitted:?}");
+}
