@@ -359,7 +359,7 @@ impl Shipper {
 
     /// Records of an accepted batch the collector still refused.
     fn rejected(&self, body: &[u8]) -> u64 {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        let Ok(v) = meshguard_common::config::json_value(body) else {
             return 0;
         };
         match self.cfg.format {

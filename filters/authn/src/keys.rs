@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use meshguard_common::config::json_value;
 use serde_json::Value;
 
 use meshguard_authn_crypto::{Alg, KeyError, VerifyingKey};
@@ -151,8 +152,7 @@ pub fn parse_inline(doc: &Value, allowed: &[Alg]) -> Result<KeySet, (Option<usiz
     let owned;
     let doc = match doc {
         Value::String(s) => {
-            owned =
-                serde_json::from_str::<Value>(s).map_err(|e| (None, format!("not JSON: {e}")))?;
+            owned = json_value(s.as_bytes()).map_err(|e| (None, format!("not JSON: {e}")))?;
             &owned
         }
         other => other,
@@ -173,7 +173,7 @@ pub fn parse_inline(doc: &Value, allowed: &[Alg]) -> Result<KeySet, (Option<usiz
 /// A fetched JWKS: unusable keys are skipped. `Err` when the document is
 /// not a JWKS or no key is usable (the caller keeps its last good set).
 pub fn parse_fetched(bytes: &[u8], allowed: &[Alg]) -> Result<(KeySet, Skipped), String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|_| "not JSON".to_string())?;
+    let doc: Value = json_value(bytes).map_err(|_| "not JSON".to_string())?;
     let list = keys_array(&doc)?;
     let mut set = KeySet::default();
     let mut skipped = Skipped::default();
@@ -202,7 +202,7 @@ pub fn parse_fetched(bytes: &[u8], allowed: &[Alg]) -> Result<(KeySet, Skipped),
 /// `jwks_uri` from an OIDC discovery document, split into authority and
 /// path (fetched through the same cluster).
 pub fn discovery_jwks_uri(bytes: &[u8]) -> Result<(String, String), String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|_| "not JSON".to_string())?;
+    let doc: Value = json_value(bytes).map_err(|_| "not JSON".to_string())?;
     let uri = doc
         .get("jwks_uri")
         .and_then(Value::as_str)

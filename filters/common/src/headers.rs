@@ -239,6 +239,22 @@ impl HeaderSource for PairsView<'_> {
     fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.iter()
     }
+
+    /// Rejects entries by key length before touching their bytes: most
+    /// lookups compare one or two keys, not every header.
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        let want = name.as_bytes();
+        let buf = self.buf;
+        self.entries
+            .iter()
+            .find(|(ks, ke, _, _)| {
+                ke.wrapping_sub(*ks) == want.len()
+                    && buf
+                        .get(*ks..*ke)
+                        .is_some_and(|k| k.eq_ignore_ascii_case(want))
+            })
+            .and_then(|(_, _, vs, ve)| buf.get(*vs..*ve))
+    }
 }
 
 /// Value of cookie `name` from every `cookie` header (HTTP/2 clients may
@@ -431,6 +447,13 @@ mod tests {
             ]
         );
         assert_eq!(view.first("X-A"), Some(b"\xff\x00b".as_slice()));
+        assert_eq!(view.first("e"), Some(b"".as_slice()));
+        assert_eq!(view.first("x-b"), None);
+        assert_eq!(view.first("x-a-"), None);
+        // The first of repeated names, whatever their case.
+        let buf = encode(&[(b"a-b", b"1"), (b"X-Y", b"2"), (b"x-y", b"3")]);
+        let view = PairsView::parse(&buf).unwrap();
+        assert_eq!(view.first("x-y"), Some(b"2".as_slice()));
         assert!(PairsView::parse(&[]).unwrap().is_empty());
     }
 

@@ -6,6 +6,10 @@
 //! runs unconfigured, and forwards the `log` facade to the proxy's log at
 //! the proxy's level.
 //!
+//! It speaks the proxy-wasm ABI 0.2.1 itself (the host calls are in
+//! `meshguard_common::host`): no SDK dispatcher, and only the callbacks
+//! meshguard handles are exported, so Envoy skips the others.
+//!
 //! A filter's wasm module is one line:
 //!
 //! ```text
@@ -20,20 +24,123 @@ mod proxy;
 mod wasm;
 
 #[cfg(target_arch = "wasm32")]
-pub use wasm::install;
-
-#[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
-pub use proxy_wasm;
+pub use wasm::{allocate, install, Shell};
 
-/// Defines the module's entry point (`_initialize`) running these stages,
-/// in order, as one chain. Use it once, in a cdylib crate.
+/// Defines the module's exports (`_initialize`, the proxy-wasm callbacks)
+/// running these stages, in order, as one chain. Use it once, in a cdylib
+/// crate.
 #[macro_export]
 macro_rules! module {
     ($($stage:ty),+ $(,)?) => {
         #[cfg(target_arch = "wasm32")]
-        $crate::proxy_wasm::main! {{
-            $crate::install::<($($stage,)+)>();
-        }}
+        mod meshguard_module {
+            #[allow(unused_imports)]
+            use super::*;
+            type C = ($($stage,)+);
+
+            ::std::thread_local! {
+                static SHELL: ::std::cell::RefCell<$crate::Shell<C>> =
+                    ::std::cell::RefCell::new(<$crate::Shell<C> as ::std::default::Default>::default());
+            }
+
+            /// Runs `f` on the shell; `or` if a callback ever re-entered.
+            fn with<T>(or: T, f: impl FnOnce(&mut $crate::Shell<C>) -> T) -> T {
+                SHELL.with(|s| match s.try_borrow_mut() {
+                    Ok(mut s) => f(&mut s),
+                    Err(_) => or,
+                })
+            }
+
+            extern "C" {
+                fn __wasm_call_ctors();
+            }
+
+            #[no_mangle]
+            pub extern "C" fn _initialize() {
+                // SAFETY: the reactor's constructors, run once, first.
+                unsafe { __wasm_call_ctors() };
+                $crate::install();
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+                $crate::allocate(size)
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_context_create(id: u32, root_id: u32) {
+                with((), |s| s.on_context_create(id, root_id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_vm_start(_id: u32, _size: usize) -> bool {
+                true
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_configure(id: u32, size: usize) -> bool {
+                with(false, |s| s.on_configure(id, size))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_tick(id: u32) {
+                with((), |s| s.on_tick(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: bool) -> u32 {
+                with(0, |s| s.on_request_headers(id, eos))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: bool) -> u32 {
+                with(0, |s| s.on_request_body(id, size, eos))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_trailers(id: u32, _n: usize) -> u32 {
+                with(0, |s| s.on_request_trailers(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, _eos: bool) -> u32 {
+                with(0, |s| s.on_response_headers(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_log(id: u32) {
+                with((), |s| s.on_log(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_delete(id: u32) {
+                with((), |s| s.on_delete(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_http_call_response(
+                _root_id: u32,
+                token: u32,
+                headers: usize,
+                body: usize,
+                _trailers: usize,
+            ) {
+                with((), |s| s.on_http_call_response(token, headers, body))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_receive(_root_id: u32, token: u32, size: usize) {
+                with((), |s| s.on_grpc_response(token, 0, size))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_close(_root_id: u32, token: u32, status: u32) {
+                with((), |s| s.on_grpc_response(token, status, 0))
+            }
+        }
     };
 }

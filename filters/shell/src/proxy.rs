@@ -6,11 +6,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
-
 use meshguard_common::headers::encode_pairs;
-use meshguard_common::host as raw;
+use meshguard_common::host::{self as raw, BufferType, MapType, MetricType, Status};
 use meshguard_stage::message::{valid_name, valid_value};
 use meshguard_stage::pipeline::{MapKind, Proxy};
 use meshguard_stage::{
@@ -19,7 +16,12 @@ use meshguard_stage::{
 };
 
 /// Stateless: every call goes to the host for the current context.
-pub struct SdkProxy;
+pub struct HostProxy;
+
+/// A clamped timeout in the ABI's u32 milliseconds.
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
 
 fn map_type(map: MapKind) -> MapType {
     match map {
@@ -28,7 +30,7 @@ fn map_type(map: MapKind) -> MapType {
     }
 }
 
-impl MetricsRegistry for SdkProxy {
+impl MetricsRegistry for HostProxy {
     fn counter(&mut self, name: &str) -> MetricId {
         define(MetricType::Counter, name)
     }
@@ -47,7 +49,7 @@ fn define(kind: MetricType, name: &str) -> MetricId {
     }
 }
 
-impl Host for SdkProxy {
+impl Host for HostProxy {
     fn now(&self) -> SystemTime {
         raw::now_nanos()
             .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
@@ -79,24 +81,20 @@ impl Host for SdkProxy {
     }
 }
 
-impl Callouts for SdkProxy {
+impl Callouts for HostProxy {
     fn http_call(&mut self, call: &HttpCallout<'_>) -> Result<Token, CalloutError> {
         // The ABI takes milliseconds as u32; keep within 1 ms ..= u32::MAX ms.
         let timeout = call.timeout.clamp(
             Duration::from_millis(1),
             Duration::from_millis(u64::from(u32::MAX)),
         );
-        hostcalls::dispatch_http_call(
-            call.cluster,
-            call.headers.clone(),
-            call.body,
-            vec![],
-            timeout,
-        )
-        .map_err(|status| match status {
-            Status::BadArgument => CalloutError::UnknownCluster,
-            _ => CalloutError::Refused,
-        })
+        let headers = encode_pairs(&call.headers);
+        raw::http_call(call.cluster, &headers, call.body, millis(timeout))
+            .inspect(|token| crate::wasm::register_callout(*token))
+            .map_err(|status| match status {
+                Status::BadArgument => CalloutError::UnknownCluster,
+                _ => CalloutError::Refused,
+            })
     }
 
     fn grpc_call(&mut self, call: &GrpcCallout<'_>) -> Result<Token, CalloutError> {
@@ -104,7 +102,7 @@ impl Callouts for SdkProxy {
     }
 }
 
-impl SdkProxy {
+impl HostProxy {
     fn grpc(call: &GrpcCallout<'_>) -> Result<Token, CalloutError> {
         let timeout = call.timeout.clamp(
             Duration::from_millis(1),
@@ -112,14 +110,16 @@ impl SdkProxy {
         );
         // Envoy takes a plain cluster name (or a serialized GrpcService);
         // an unknown cluster is a ParseFailure.
-        hostcalls::dispatch_grpc_call(
+        let metadata = encode_pairs(&call.metadata);
+        raw::grpc_call(
             call.cluster,
             call.service,
             call.method,
-            call.metadata.clone(),
-            Some(call.message),
-            timeout,
+            &metadata,
+            call.message,
+            millis(timeout),
         )
+        .inspect(|token| crate::wasm::register_callout(*token))
         .map_err(|status| match status {
             Status::ParseFailure | Status::BadArgument => CalloutError::UnknownCluster,
             _ => CalloutError::Refused,
@@ -127,7 +127,7 @@ impl SdkProxy {
     }
 }
 
-impl Proxy for SdkProxy {
+impl Proxy for HostProxy {
     fn grpc_response(&mut self, size: usize) -> Vec<u8> {
         raw::buffer(BufferType::GrpcReceiveBuffer, 0, size).unwrap_or_default()
     }

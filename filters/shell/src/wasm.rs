@@ -1,47 +1,95 @@
-//! proxy-wasm contexts: translate callbacks into pipeline calls.
+//! The proxy-wasm callbacks, dispatched to the chain's pipeline. The
+//! exported `proxy_on_*` functions are defined by [`crate::module!`] in the
+//! filter's cdylib and call [`Shell`] for its concrete chain; there is no
+//! SDK dispatcher in between (no trait objects, no hash of every context
+//! id per callback, and only the callbacks meshguard handles are exported:
+//! Envoy skips a callback a module does not export, e.g. response bodies).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
-
-use meshguard_stage::pipeline::{Flow, Root, Scratch, Stream};
+use meshguard_common::host::{self as raw, BufferType, LogLevel};
+use meshguard_stage::pipeline::{Flow, Proxy, Root, Scratch, Stream};
 use meshguard_stage::{Chain, LocalReply};
 
-use crate::proxy::SdkProxy;
+use crate::proxy::HostProxy;
 
-/// Registers the root context for chain `C`. Called from `_initialize`
-/// (see [`crate::module!`]).
-pub fn install<C: Chain>() {
-    // No host calls here: Envoy refuses them during `_initialize`
-    // ("restricted_callback") and fails the VM. The level is read from the
-    // proxy in `on_configure`.
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(ShellRoot::<C> {
-            chain: None,
-            root: None,
-        })
+/// Proxy-wasm `Action` values.
+const CONTINUE: u32 = 0;
+const PAUSE: u32 = 1;
+
+fn action(flow: Flow) -> u32 {
+    match flow {
+        Flow::Continue => CONTINUE,
+        Flow::Pause => PAUSE,
+    }
+}
+
+/// Context ids are small integers the host hands out: a multiplicative
+/// hash spreads them, no SipHash per callback.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+thread_local! {
+    /// The context whose callback is running: the one a callout made now
+    /// belongs to.
+    static ACTIVE: Cell<u32> = const { Cell::new(0) };
+    /// Callouts in flight: token → the context that made them. Envoy
+    /// registers every HTTP and gRPC call on the root context and answers
+    /// it there (`http_call` uses the effective context's root), so the
+    /// answer is routed back by token, as the Rust SDK does.
+    /// A list: calls in flight are few (one per request waiting on one).
+    static CALLOUTS: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records that callout `token` belongs to the running context.
+pub(crate) fn register_callout(token: u32) {
+    let ctx = ACTIVE.with(Cell::get);
+    CALLOUTS.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.push((token, ctx));
+        }
     });
 }
 
-fn chain_names<C: Chain>() -> String {
-    C::names()
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join("+")
+fn take_callout(token: u32) -> Option<u32> {
+    CALLOUTS.with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        let at = c.iter().position(|(t, _)| *t == token)?;
+        Some(c.swap_remove(at).1)
+    })
 }
 
-/// The SDK's `log` backend forwards records to the proxy's log (and logs
-/// panics as critical). Its filter follows the proxy's level, so a disabled
-/// level costs one comparison and no formatting; Envoy can change the level
-/// at runtime, so it is re-read on configure and on every tick.
-fn sync_log_level() {
-    let level = hostcalls::get_log_level().unwrap_or(LogLevel::Info);
-    proxy_wasm::set_log_level(level);
+fn forget_callouts_of(ctx: u32) {
+    CALLOUTS.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            if !c.is_empty() {
+                c.retain(|(_, owner)| *owner != ctx);
+            }
+        }
+    });
+}
+
+fn set_active(id: u32) {
+    ACTIVE.with(|a| a.set(id));
 }
 
 /// The built chain and the working space its streams share (one VM is
@@ -67,37 +115,141 @@ impl<C: Chain> Shared<C> {
     }
 }
 
+/// A plugin's root context: its configured chain (none until
+/// `on_configure` succeeds) and the timer and root callouts.
 struct ShellRoot<C: Chain> {
     chain: Option<Rc<Shared<C>>>,
     root: Option<Root>,
 }
 
-impl<C: Chain> Context for ShellRoot<C> {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        if let (Some(shared), Some(root)) = (&self.chain, &mut self.root) {
-            root.on_callout(&shared.chain, &mut SdkProxy, token, num_headers, body_size);
+/// One HTTP stream.
+struct ShellStream<C: Chain> {
+    chain: Option<Rc<Shared<C>>>,
+    stream: Stream<C>,
+}
+
+/// Every context of the VM. Roots are few (one per plugin sharing the VM);
+/// streams come and go with requests.
+pub struct Shell<C: Chain> {
+    roots: Vec<(u32, ShellRoot<C>)>,
+    streams: IdMap<ShellStream<C>>,
+}
+
+impl<C: Chain> Default for Shell<C> {
+    fn default() -> Self {
+        Self {
+            roots: Vec::new(),
+            streams: IdMap::default(),
         }
     }
 }
 
-impl<C: Chain> RootContext for ShellRoot<C> {
-    fn on_configure(&mut self, _size: usize) -> bool {
+fn chain_names<C: Chain>() -> String {
+    C::names()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// `log` records go to the proxy's log; a disabled level costs one
+/// comparison and no formatting. Envoy can change the level at runtime,
+/// so it is re-read on configure and on every tick.
+struct ProxyLogger;
+
+static LOGGER: ProxyLogger = ProxyLogger;
+
+impl log::Log for ProxyLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        let _ = raw::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger at `Info`. No host calls here: Envoy refuses them
+/// during `_initialize` ("restricted_callback") and fails the VM. The
+/// level is read from the proxy in `on_configure`.
+pub fn install() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+fn sync_log_level() {
+    let filter = match raw::log_level() {
+        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
+        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
+        Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
+        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
+        Ok(LogLevel::Error) => log::LevelFilter::Error,
+        Ok(LogLevel::Critical) => log::LevelFilter::Off,
+    };
+    log::set_max_level(filter);
+}
+
+impl<C: Chain> Shell<C> {
+    fn root(&mut self, id: u32) -> Option<&mut ShellRoot<C>> {
+        self.roots
+            .iter_mut()
+            .find(|(r, _)| *r == id)
+            .map(|(_, r)| r)
+    }
+
+    pub fn on_context_create(&mut self, id: u32, root_id: u32) {
+        if root_id == 0 {
+            self.roots.retain(|(r, _)| *r != id);
+            self.roots.push((
+                id,
+                ShellRoot {
+                    chain: None,
+                    root: None,
+                },
+            ));
+            return;
+        }
+        // A stream of an unknown or unconfigured root gets no chain and
+        // fails closed in its request hook.
+        let chain = self.root(root_id).and_then(|r| r.chain.clone());
+        self.streams.insert(
+            id,
+            ShellStream {
+                chain,
+                stream: Stream::default(),
+            },
+        );
+    }
+
+    pub fn on_configure(&mut self, id: u32, size: usize) -> bool {
+        set_active(id);
         sync_log_level();
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match C::build(&bytes, &mut SdkProxy) {
+        let Some(r) = self.root(id) else {
+            return false;
+        };
+        let bytes = raw::buffer(BufferType::PluginConfiguration, 0, size).unwrap_or_default();
+        match C::build(&bytes, &mut HostProxy) {
             Ok(chain) => {
                 if let Some(period) = Root::tick_period(&chain) {
-                    let _ = hostcalls::set_tick_period(period);
+                    let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+                    let _ = raw::set_tick_period_ms(ms);
                 }
-                self.root = Some(Root::new(&chain));
-                let scratch = RefCell::new(Scratch::for_chain(&chain, &mut SdkProxy));
-                self.chain = Some(Rc::new(Shared { chain, scratch }));
+                r.root = Some(Root::new(&chain));
+                let scratch = RefCell::new(Scratch::for_chain(&chain, &mut HostProxy));
+                r.chain = Some(Rc::new(Shared { chain, scratch }));
                 log::debug!("{}: configured", chain_names::<C>());
                 true
             }
@@ -109,123 +261,161 @@ impl<C: Chain> RootContext for ShellRoot<C> {
         }
     }
 
-    fn on_tick(&mut self) {
+    pub fn on_tick(&mut self, id: u32) {
+        set_active(id);
         sync_log_level();
-        if let (Some(shared), Some(root)) = (&self.chain, &mut self.root) {
-            root.on_tick(&shared.chain, &mut SdkProxy);
+        if let Some(ShellRoot {
+            chain: Some(shared),
+            root: Some(root),
+        }) = self.root(id)
+        {
+            root.on_tick(&shared.chain, &mut HostProxy);
         }
     }
 
-    /// As an `envoy.access_loggers.wasm` logger, Envoy calls `proxy_on_log`
-    /// on the root context (there is no stream context), with the finished
-    /// stream's headers and properties readable: run the chain's log hooks
-    /// as for a stream that had no request hooks (no in-memory facts;
-    /// stages read the contract's filter state).
-    fn on_log(&mut self) {
-        if let Some(sh) = &self.chain {
-            let mut stream = Stream::<C>::default();
-            sh.with_scratch(|chain, sc| stream.on_log(chain, &mut SdkProxy, sc));
-        }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ShellStream::<C> {
-            chain: self.chain.clone(),
-            stream: Stream::default(),
-        }))
-    }
-}
-
-struct ShellStream<C: Chain> {
-    chain: Option<Rc<Shared<C>>>,
-    stream: Stream<C>,
-}
-
-fn action(flow: Flow) -> Action {
-    match flow {
-        Flow::Continue => Action::Continue,
-        Flow::Pause => Action::Pause,
-    }
-}
-
-impl<C: Chain> Context for ShellStream<C> {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        if let Some(sh) = &self.chain {
-            let stream = &mut self.stream;
-            sh.with_scratch(|chain, sc| {
-                stream.on_callout(chain, &mut SdkProxy, sc, token, num_headers, body_size)
-            });
-        }
-    }
-
-    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
-        if let Some(sh) = &self.chain {
-            let stream = &mut self.stream;
-            sh.with_scratch(|chain, sc| {
-                stream.on_grpc_callout(chain, &mut SdkProxy, sc, token, status_code, response_size)
-            });
-        }
-    }
-}
-
-impl<C: Chain> HttpContext for ShellStream<C> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(sh) = &self.chain else {
+    pub fn on_request_headers(&mut self, id: u32, end_of_stream: bool) -> u32 {
+        set_active(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return CONTINUE;
+        };
+        let Some(sh) = &s.chain else {
             // Envoy never runs an unconfigured filter; if it ever did, fail
             // closed rather than forward client-forged meshguard headers.
-            use meshguard_stage::pipeline::Proxy;
-            SdkProxy.send_reply(&LocalReply::new(
+            HostProxy.send_reply(&LocalReply::new(
                 503,
                 b"meshguard: filter not configured\n".to_vec(),
             ));
-            return Action::Pause;
+            return PAUSE;
         };
-        let stream = &mut self.stream;
+        let stream = &mut s.stream;
         action(sh.with_scratch(|chain, sc| {
-            stream.on_request_headers(chain, &mut SdkProxy, sc, end_of_stream)
+            stream.on_request_headers(chain, &mut HostProxy, sc, end_of_stream)
         }))
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(sh) = &self.chain else {
-            return Action::Pause;
+    pub fn on_request_body(&mut self, id: u32, size: usize, end_of_stream: bool) -> u32 {
+        set_active(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return CONTINUE;
         };
-        let stream = &mut self.stream;
+        let Some(sh) = &s.chain else {
+            return PAUSE;
+        };
+        let stream = &mut s.stream;
         action(sh.with_scratch(|chain, sc| {
-            stream.on_request_body(chain, &mut SdkProxy, sc, body_size, end_of_stream)
+            stream.on_request_body(chain, &mut HostProxy, sc, size, end_of_stream)
         }))
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        let Some(sh) = &self.chain else {
-            return Action::Pause;
+    pub fn on_request_trailers(&mut self, id: u32) -> u32 {
+        set_active(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return CONTINUE;
         };
-        let stream = &mut self.stream;
-        action(sh.with_scratch(|chain, sc| stream.on_request_trailers(chain, &mut SdkProxy, sc)))
+        let Some(sh) = &s.chain else {
+            return PAUSE;
+        };
+        let stream = &mut s.stream;
+        action(sh.with_scratch(|chain, sc| stream.on_request_trailers(chain, &mut HostProxy, sc)))
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(sh) = &self.chain else {
-            return Action::Continue;
+    pub fn on_response_headers(&mut self, id: u32) -> u32 {
+        set_active(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return CONTINUE;
         };
-        let stream = &mut self.stream;
-        action(sh.with_scratch(|chain, sc| stream.on_response_headers(chain, &mut SdkProxy, sc)))
+        let Some(sh) = &s.chain else {
+            return CONTINUE;
+        };
+        let stream = &mut s.stream;
+        action(sh.with_scratch(|chain, sc| stream.on_response_headers(chain, &mut HostProxy, sc)))
     }
 
-    fn on_log(&mut self) {
-        if let Some(sh) = &self.chain {
-            let stream = &mut self.stream;
-            sh.with_scratch(|chain, sc| stream.on_log(chain, &mut SdkProxy, sc));
+    /// A stream's log hook; or, on a root context, Envoy's
+    /// `envoy.access_loggers.wasm` logger (there is no stream context):
+    /// the finished stream's headers and properties are readable, so the
+    /// chain's log hooks run as for a stream that had no request hooks (no
+    /// in-memory facts; stages read the contract's filter state).
+    pub fn on_log(&mut self, id: u32) {
+        set_active(id);
+        if let Some(s) = self.streams.get_mut(&id) {
+            if let Some(sh) = &s.chain {
+                let stream = &mut s.stream;
+                sh.with_scratch(|chain, sc| stream.on_log(chain, &mut HostProxy, sc));
+            }
+            return;
+        }
+        if let Some(ShellRoot {
+            chain: Some(sh), ..
+        }) = self.root(id)
+        {
+            let mut stream = Stream::<C>::default();
+            sh.with_scratch(|chain, sc| stream.on_log(chain, &mut HostProxy, sc));
         }
     }
+
+    pub fn on_delete(&mut self, id: u32) {
+        if self.streams.remove(&id).is_none() {
+            self.roots.retain(|(r, _)| *r != id);
+        }
+        // An answer still on its way finds no one and is dropped.
+        forget_callouts_of(id);
+    }
+
+    /// An HTTP callout's answer, delivered on the root context: routed to
+    /// the context that made the call.
+    pub fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize) {
+        let Some(id) = take_callout(token) else {
+            return; // its stream is gone
+        };
+        set_active(id);
+        if let Some(s) = self.streams.get_mut(&id) {
+            // Host calls (headers, local replies, resuming) act on it.
+            let _ = raw::set_effective_context(id);
+            if let Some(sh) = &s.chain {
+                let stream = &mut s.stream;
+                sh.with_scratch(|chain, sc| {
+                    stream.on_callout(chain, &mut HostProxy, sc, token, headers, body)
+                });
+            }
+            return;
+        }
+        if let Some(ShellRoot {
+            chain: Some(shared),
+            root: Some(root),
+        }) = self.root(id)
+        {
+            let _ = raw::set_effective_context(id);
+            root.on_callout(&shared.chain, &mut HostProxy, token, headers, body);
+        }
+    }
+
+    /// A unary gRPC call's answer: `status` 0 with a message of `size`
+    /// bytes (`proxy_on_grpc_receive`) or a gRPC error (`proxy_on_grpc_close`).
+    pub fn on_grpc_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some(id) = take_callout(token) else {
+            return;
+        };
+        set_active(id);
+        if let Some(s) = self.streams.get_mut(&id) {
+            let _ = raw::set_effective_context(id);
+            if let Some(sh) = &s.chain {
+                let stream = &mut s.stream;
+                sh.with_scratch(|chain, sc| {
+                    stream.on_grpc_callout(chain, &mut HostProxy, sc, token, status, size)
+                });
+            }
+        }
+    }
+}
+
+/// Memory the host asks for to hand the module a buffer: a boxed slice of
+/// exactly `size` bytes (capacity = length), so `meshguard_common::host`
+/// takes it back with `Vec::from_raw_parts(ptr, size, size)`.
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut v: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: MaybeUninit needs no initialization; the host writes the
+    // bytes before the module reads them.
+    unsafe { v.set_len(size) };
+    Box::into_raw(v.into_boxed_slice()).cast::<u8>()
 }

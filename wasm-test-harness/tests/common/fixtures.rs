@@ -35,7 +35,8 @@ const FIXTURES: &[(&str, &str)] = &[
 fn profile(package: &str) -> &'static str {
     match package {
         "meshguard-authn-wasm" => "wasm-small",
-        "meshguard-accesslog-wasm" | "meshguard-ratelimit-wasm" => "wasm-z",
+        "meshguard-accesslog-wasm" => "wasm-z",
+        "meshguard-ratelimit-wasm" => "wasm-rl",
         _ => "wasm",
     }
 }

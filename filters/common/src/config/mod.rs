@@ -62,8 +62,14 @@ pub fn parse_config_at<T: DeserializeOwned>(
 /// The document as a JSON value; syntax errors (and trailing garbage after
 /// the document) reported at `base` with their line and column.
 pub fn parse_json_at(bytes: &[u8], base: &JsonPath) -> Result<serde_json::Value, ConfigError> {
+    json_value(bytes).map_err(|err| ConfigError::at(base.as_str(), describe_serde_error(&err)))
+}
+
+/// `bytes` as a JSON value. One non-generic copy of serde_json's `Value`
+/// parser for every user in a module (each crate compiled at opt-level 3
+/// would otherwise carry its own, ~5 KB of wasm).
+pub fn json_value(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
     serde_json::from_slice(bytes)
-        .map_err(|err| ConfigError::at(base.as_str(), describe_serde_error(&err)))
 }
 
 /// Deserialize an already parsed JSON value (a section of a combined config)
