@@ -25,14 +25,29 @@ mod wasm;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
-pub use wasm::{allocate, install, Shell};
+pub use wasm::{allocate, install, install_no_log, Shell};
 
 /// Defines the module's exports (`_initialize`, the proxy-wasm callbacks)
 /// running these stages, in order, as one chain. Use it once, in a cdylib
 /// crate.
+///
+/// `module!(no_log; Stage…)` leaves out `proxy_on_log`, so Envoy makes one
+/// call into the VM fewer per request, for chains without a log hook (the
+/// module refuses a config whose stages need one).
 #[macro_export]
 macro_rules! module {
+    (no_log; $($stage:ty),+ $(,)?) => {
+        $crate::module!(@build [install_no_log] [] $($stage),+);
+    };
     ($($stage:ty),+ $(,)?) => {
+        $crate::module!(@build [install] [
+            #[no_mangle]
+            pub extern "C" fn proxy_on_log(id: u32) {
+                with((), |s| s.on_log(id))
+            }
+        ] $($stage),+);
+    };
+    (@build [$install:ident] [$($log:tt)*] $($stage:ty),+) => {
         #[cfg(target_arch = "wasm32")]
         mod meshguard_module {
             #[allow(unused_imports)]
@@ -60,7 +75,7 @@ macro_rules! module {
             pub extern "C" fn _initialize() {
                 // SAFETY: the reactor's constructors, run once, first.
                 unsafe { __wasm_call_ctors() };
-                $crate::install();
+                $crate::$install();
             }
 
             #[no_mangle]
@@ -111,10 +126,7 @@ macro_rules! module {
                 with(0, |s| s.on_response_headers(id))
             }
 
-            #[no_mangle]
-            pub extern "C" fn proxy_on_log(id: u32) {
-                with((), |s| s.on_log(id))
-            }
+            $($log)*
 
             #[no_mangle]
             pub extern "C" fn proxy_on_delete(id: u32) {

@@ -52,6 +52,8 @@ thread_local! {
     /// The context whose callback is running: the one a callout made now
     /// belongs to.
     static ACTIVE: Cell<u32> = const { Cell::new(0) };
+    /// Whether the module exports `proxy_on_log` (see `module!(no_log; …)`).
+    static LOG_EXPORTED: Cell<bool> = const { Cell::new(true) };
     /// Callouts in flight: token → the context that made them. Envoy
     /// registers every HTTP and gRPC call on the root context and answers
     /// it there (`http_call` uses the effective context's root), so the
@@ -190,6 +192,13 @@ pub fn install() {
     }
 }
 
+/// [`install`] for a module built without `proxy_on_log`: a chain whose
+/// stages log then refuses its config instead of never logging.
+pub fn install_no_log() {
+    LOG_EXPORTED.with(|l| l.set(false));
+    install();
+}
+
 fn sync_log_level() {
     let filter = match raw::log_level() {
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
@@ -243,12 +252,20 @@ impl<C: Chain> Shell<C> {
         let bytes = raw::buffer(BufferType::PluginConfiguration, 0, size).unwrap_or_default();
         match C::build(&bytes, &mut HostProxy) {
             Ok(chain) => {
+                let scratch = Scratch::for_chain(&chain, &mut HostProxy);
+                if scratch.any_log() && !LOG_EXPORTED.with(Cell::get) {
+                    log::error!(
+                        "{}: a stage needs the log hook, but this module is built without proxy_on_log (module!(no_log; …))",
+                        chain_names::<C>()
+                    );
+                    return false;
+                }
                 if let Some(period) = Root::tick_period(&chain) {
                     let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
                     let _ = raw::set_tick_period_ms(ms);
                 }
                 r.root = Some(Root::new(&chain));
-                let scratch = RefCell::new(Scratch::for_chain(&chain, &mut HostProxy));
+                let scratch = RefCell::new(scratch);
                 r.chain = Some(Rc::new(Shared { chain, scratch }));
                 log::debug!("{}: configured", chain_names::<C>());
                 true

@@ -1,2 +1,2 @@
 //! dist/ab-routing.wasm: the ab-routing stage alone.
-meshguard_shell::module!(meshguard_ab_routing::AbRouting);
+meshguard_shell::module!(no_log; meshguard_ab_routing::AbRouting);

@@ -1,2 +1,2 @@
 //! dist/authn.wasm: the authn stage alone.
-meshguard_shell::module!(meshguard_authn::Authn);
+meshguard_shell::module!(no_log; meshguard_authn::Authn);

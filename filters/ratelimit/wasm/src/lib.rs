@@ -1,2 +1,2 @@
 //! dist/ratelimit.wasm: the ratelimit stage alone.
-meshguard_shell::module!(meshguard_ratelimit::RateLimit);
+meshguard_shell::module!(no_log; meshguard_ratelimit::RateLimit);

@@ -29,6 +29,11 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Whether some stage of the chain runs a log hook.
+    pub fn any_log(&self) -> bool {
+        self.any_log
+    }
+
     /// Working space for `chain`, with its stages' [`crate::Needs`] summed up
     /// so no request pays for asking each stage again.
     pub fn for_chain<C: Chain>(chain: &C, metrics: &mut dyn MetricsRegistry) -> Self {
