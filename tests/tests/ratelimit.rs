@@ -86,10 +86,12 @@ fn two_workers_never_over_admit_under_concurrent_load() {
 }
 
 /// The same with each worker taking 32 tokens at a time from the shared
-/// bucket (`worker_batch`): still never over the limit, and at most the
-/// tokens the two workers hold at the end short of it.
+/// bucket (opt-in `worker_batch`): over the whole run still within
+/// burst + rate × elapsed, and at most the tokens the two workers hold at
+/// the end short of it. (Over a short window a worker may spend held
+/// tokens the bucket has refilled behind: up to 31 per worker, documented.)
 #[test]
-fn two_workers_with_token_batches_never_over_admit() {
+fn two_workers_with_token_batches_stay_within_the_run_bound() {
     accuracy_run("ratelimit-accuracy-batched", 2000, Some(32), 32);
 }
 

@@ -15,11 +15,6 @@ use meshguard_common::headers::is_token_char;
 /// Largest `worker_batch`.
 pub const MAX_WORKER_BATCH: u32 = 1000;
 
-/// A rule's batch when `worker_batch` is unset: 1% of its burst, 1..=32.
-pub fn auto_worker_batch(burst: u32) -> u32 {
-    (burst / 100).clamp(1, 32)
-}
-
 /// Top-level pluginConfig.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,12 +33,15 @@ pub struct RateLimitConfig {
     /// tracks at once. A rule without key parts uses one slot.
     #[serde(default = "default_max_keys")]
     pub max_keys: u32,
-    /// The most tokens one worker takes from a shared bucket at once and
-    /// then spends without touching shared data (1..=1000). Unset: 1% of
-    /// the rule's burst, between 1 and 32. 1: every request reads and
-    /// writes the shared bucket. Never over-admits (a worker only spends
-    /// tokens it took); a worker's unspent tokens go back at the next tick
-    /// (1 s), so another worker may be refused while they are held.
+    /// Opt-in (default 1: every request reads and writes the shared
+    /// bucket, exact): the most tokens one worker takes from a shared
+    /// bucket at once and then spends without touching shared data
+    /// (1..=1000). Fewer shared-data calls, weaker guarantee: a worker
+    /// spends tokens it took up to a tick (1 s) earlier while the bucket
+    /// refills behind them, so over a short window a key may get up to
+    /// `batch − 1` tokens per worker beyond `burst + rate × window`; unspent
+    /// tokens go back at the worker's next tick (a reconfiguration drops
+    /// them: they return as the bucket refills).
     #[serde(default)]
     pub worker_batch: Option<u32>,
     #[serde(default)]
@@ -632,10 +630,6 @@ mod tests {
         assert_eq!(c.apply, Apply::First);
         assert_eq!(c.max_keys, 10_000);
         assert_eq!(c.worker_batch, None);
-        assert_eq!(auto_worker_batch(1), 1);
-        assert_eq!(auto_worker_batch(199), 1);
-        assert_eq!(auto_worker_batch(2000), 20);
-        assert_eq!(auto_worker_batch(1_000_000), 32);
         assert_eq!(c.client_ip, ClientIpConfig::default());
         assert_eq!(c.client_ip.ipv6_prefix, 64);
         assert!(!c.decision_filter_state);

@@ -242,9 +242,8 @@ impl Stage for RateLimit {
             let burst = l.burst.unwrap_or(l.requests);
             let limit = Limit::new(l.requests, per, burst);
             let slots = if r.key.is_empty() { 1 } else { config.max_keys };
-            let batch = config
-                .worker_batch
-                .unwrap_or_else(|| crate::config::auto_worker_batch(burst));
+            // Off unless asked for (exact: see `worker_batch`).
+            let batch = config.worker_batch.unwrap_or(1);
             total_slots += u64::from(slots);
             let n = r.name.as_str();
             rules.push(Rule {
