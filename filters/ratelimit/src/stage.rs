@@ -575,6 +575,10 @@ impl RateLimit {
 
     /// A token from this worker's batch for `key`, if it holds one.
     fn spend_held(&self, ri: usize, key: &[u8]) -> Option<Taken> {
+        // Without batches (the default) nothing is ever held.
+        if self.rules.get(ri).is_none_or(|r| r.batch <= 1) {
+            return None;
+        }
         let mut vm = self.vm.try_borrow_mut().ok()?;
         let (_, _, b) = vm
             .batches

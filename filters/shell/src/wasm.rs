@@ -310,42 +310,42 @@ impl<C: Chain> Shell<C> {
         }))
     }
 
-    pub fn on_request_body(&mut self, id: u32, size: usize, end_of_stream: bool) -> u32 {
+    /// Runs a stream hook on stream `id`: `if_unknown` for a context this
+    /// VM never created, `if_unconfigured` when its root has no chain.
+    fn stream_hook(
+        &mut self,
+        id: u32,
+        if_unknown: u32,
+        if_unconfigured: u32,
+        hook: impl FnOnce(&mut Stream<C>, &C, &mut Scratch) -> Flow,
+    ) -> u32 {
         set_active(id);
         let Some(s) = self.streams.get_mut(&id) else {
-            return CONTINUE;
+            return if_unknown;
         };
         let Some(sh) = &s.chain else {
-            return PAUSE;
+            return if_unconfigured;
         };
         let stream = &mut s.stream;
-        action(sh.with_scratch(|chain, sc| {
-            stream.on_request_body(chain, &mut HostProxy, sc, size, end_of_stream)
-        }))
+        action(sh.with_scratch(|chain, sc| hook(stream, chain, sc)))
+    }
+
+    pub fn on_request_body(&mut self, id: u32, size: usize, end_of_stream: bool) -> u32 {
+        self.stream_hook(id, CONTINUE, PAUSE, |st, chain, sc| {
+            st.on_request_body(chain, &mut HostProxy, sc, size, end_of_stream)
+        })
     }
 
     pub fn on_request_trailers(&mut self, id: u32) -> u32 {
-        set_active(id);
-        let Some(s) = self.streams.get_mut(&id) else {
-            return CONTINUE;
-        };
-        let Some(sh) = &s.chain else {
-            return PAUSE;
-        };
-        let stream = &mut s.stream;
-        action(sh.with_scratch(|chain, sc| stream.on_request_trailers(chain, &mut HostProxy, sc)))
+        self.stream_hook(id, CONTINUE, PAUSE, |st, chain, sc| {
+            st.on_request_trailers(chain, &mut HostProxy, sc)
+        })
     }
 
     pub fn on_response_headers(&mut self, id: u32) -> u32 {
-        set_active(id);
-        let Some(s) = self.streams.get_mut(&id) else {
-            return CONTINUE;
-        };
-        let Some(sh) = &s.chain else {
-            return CONTINUE;
-        };
-        let stream = &mut s.stream;
-        action(sh.with_scratch(|chain, sc| stream.on_response_headers(chain, &mut HostProxy, sc)))
+        self.stream_hook(id, CONTINUE, CONTINUE, |st, chain, sc| {
+            st.on_response_headers(chain, &mut HostProxy, sc)
+        })
     }
 
     /// A stream's log hook; or, on a root context, Envoy's
