@@ -38,12 +38,21 @@ impl Drop for Proc {
     }
 }
 
+/// A free port for a Redis this test starts, below Linux's ephemeral range
+/// (32768+) so no outgoing connection can take it before Redis binds it (a
+/// released `bind(0)` port can be); a counter hands each out once.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20000 + (std::process::id() % 8000) as u16;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 4000, "no free port for Redis");
+        let port = start + n;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn start_redis() -> (Proc, u16) {

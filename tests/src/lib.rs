@@ -66,13 +66,53 @@ pub fn wasm_module(filter: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound then released; collisions are unlikely and
-/// show up as a clear Envoy bind error).
+/// A free loopback port for a server a test starts.
+///
+/// Ports come from outside the kernel's ephemeral range
+/// (`ip_local_port_range`): a port from `bind(0)`, once released, can be
+/// taken by any outgoing connection before the server binds it (CI saw an
+/// Envoy admin port lost that way). Outside the range only another server
+/// can take it; within this process a counter hands each port out once, and
+/// the offset by process id keeps two test binaries apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    free_ports(1)
+}
+
+/// The first of `k` adjacent free loopback ports (see [`free_port`]).
+pub fn free_ports(k: usize) -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (lo, hi) = server_port_range();
+    let span = hi - lo;
+    let start = (std::process::id() as usize).wrapping_mul(7919) % (span - k);
+    loop {
+        let n = NEXT.fetch_add(k, Ordering::Relaxed);
+        assert!(n < span, "no free loopback port in {lo}..{hi}");
+        let first = lo + (start + n) % (span - k);
+        let free = (first..first + k)
+            .all(|p| u16::try_from(p).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()));
+        if free {
+            return u16::try_from(first).expect("port range");
+        }
+    }
+}
+
+/// Ports no outgoing connection is given: below the ephemeral range when it
+/// leaves room there (Linux's default starts at 32768), else above it.
+fn server_port_range() -> (usize, usize) {
+    let (eph_lo, eph_hi) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<usize>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if eph_lo >= 12000 {
+        (10000, eph_lo)
+    } else if eph_hi <= 63000 {
+        (eph_hi + 1, 65536)
+    } else {
+        panic!("the ephemeral port range {eph_lo}-{eph_hi} leaves no room for test servers")
+    }
 }
 
 /// A directory for this test's logs and rendered configs under target/e2e.

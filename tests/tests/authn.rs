@@ -111,12 +111,7 @@ impl Idp {
             "demo/idp/node_modules is missing: run `make idp-deps` (needs Node.js and npm)"
         );
         // Two adjacent free ports.
-        let port = loop {
-            let p = free_port();
-            if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                break p;
-            }
-        };
+        let port = free_ports(2);
         let mut cmd = std::process::Command::new("node");
         cmd.arg(script).arg(port.to_string());
         let mut proc = Proc::spawn("idp", cmd, dir.join("idp.log"));
