@@ -25,6 +25,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections from
+    # Envoy (16 clients on 2 workers) then overflows it while this process
+    # waits for a CPU, the dropped SYNs are retried after 1 s, and Envoy's
+    # 1 s connect timeout answers 503.
+    request_queue_size = 128
+
+
 class AuthHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "meshguard-demo-auth"
@@ -84,7 +92,7 @@ def main():
     p.add_argument("--port", type=int, default=8082)
     p.add_argument("--slow-seconds", type=float, default=2.0)
     a = p.parse_args()
-    server = ThreadingHTTPServer((a.host, a.port), AuthHandler)
+    server = Server((a.host, a.port), AuthHandler)
     server.daemon_threads = True
     server.slow_seconds = a.slow_seconds
     server.calls = 0

@@ -21,6 +21,14 @@ import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections from
+    # Envoy (16 clients on 2 workers) then overflows it while this process
+    # waits for a CPU, the dropped SYNs are retried after 1 s, and Envoy's
+    # 1 s connect timeout answers 503.
+    request_queue_size = 128
 from urllib.parse import parse_qs, urlparse
 
 LOCK = threading.Lock()
@@ -120,7 +128,7 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4318)
     a = p.parse_args()
-    server = ThreadingHTTPServer((a.host, a.port), Handler)
+    server = Server((a.host, a.port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"collector on http://{a.host}:{a.port}", flush=True)

@@ -13,6 +13,14 @@ import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections from
+    # Envoy (16 clients on 2 workers) then overflows it while this process
+    # waits for a CPU, the dropped SYNs are retried after 1 s, and Envoy's
+    # 1 s connect timeout answers 503.
+    request_queue_size = 128
+
 MAX_BODY = 1 << 20
 
 
@@ -70,7 +78,7 @@ def main():
     p.add_argument("--port", type=int, default=8081)
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
-    server = ThreadingHTTPServer((a.host, a.port), EchoHandler)
+    server = Server((a.host, a.port), EchoHandler)
     server.daemon_threads = True
     server.verbose = a.verbose
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
