@@ -107,6 +107,9 @@ AL_CONFIG = {
                 "response": ["content-type", "set-cookie"]},
     "sampling": {"success_rate": 1.0, "exclude_paths": ["/healthz", "/internal/*"]},
     "log_line": {"level": "warn"},
+    # What `meshguard render` sets when the policy deploys only the
+    # accesslog: no other module publishes facts, so none are read.
+    "facts_from_filter_state": [],
 }
 
 # Envoy's own JSON access log with the same fields (typed json_format), to
@@ -530,6 +533,12 @@ VARIANTS = [
      "needs": {"dist/accesslog.wasm": "make build"},
      "filters": lambda: [wasm_filter("accesslog", repo_path("dist/accesslog.wasm"),
                                      {**AL_CONFIG, "log_line": {"level": "info"}})]},
+    # The default config: the three facts other meshguard modules publish
+    # are looked up in filter state for every record (none is there here).
+    {"name": "meshguard accesslog (wasm, log line, 3 filter-state reads)", "group": "accesslog",
+     "needs": {"dist/accesslog.wasm": "make build"},
+     "filters": lambda: [wasm_filter("accesslog", repo_path("dist/accesslog.wasm"),
+                                     {k: v for k, v in AL_CONFIG.items() if k != "facts_from_filter_state"})]},
 ]
 BASELINE = VARIANTS[0]["name"]
 

@@ -31,6 +31,36 @@ pub struct AccessLogConfig {
     /// Batches to a collector; absent = no shipping.
     #[serde(default)]
     pub ship: Option<ShipConfig>,
+    /// Which facts other meshguard modules publish to filter state this
+    /// module reads for each record (one host call each): `identity`
+    /// (authn), `variants` (ab-routing), `rate_limit` (ratelimit). Absent =
+    /// all three; `meshguard render` lists the ones its policy deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts_from_filter_state: Option<Vec<FactKind>>,
+}
+
+/// A fact another meshguard module publishes to filter state
+/// (`meshguard_common::contract`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactKind {
+    Identity,
+    Variants,
+    RateLimit,
+}
+
+impl AccessLogConfig {
+    /// [`Self::facts_from_filter_state`] as the stage reads it.
+    pub fn fact_kinds(&self) -> meshguard_stage::FactKinds {
+        match &self.facts_from_filter_state {
+            None => meshguard_stage::FactKinds::ALL,
+            Some(list) => meshguard_stage::FactKinds {
+                identity: list.contains(&FactKind::Identity),
+                variants: list.contains(&FactKind::Variants),
+                rate_limit: list.contains(&FactKind::RateLimit),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +338,16 @@ fn header_list(at: &JsonPath, names: &[String]) -> Result<Vec<String>, ConfigErr
 impl AccessLogConfig {
     /// Semantic checks; errors name the JSON path under `at`.
     pub fn validate_at(&self, at: &JsonPath) -> Result<(), ConfigError> {
+        if let Some(list) = &self.facts_from_filter_state {
+            for (i, k) in list.iter().enumerate() {
+                if list.get(..i).is_some_and(|before| before.contains(k)) {
+                    return Err(at
+                        .field("facts_from_filter_state")
+                        .index(i)
+                        .err("listed twice"));
+                }
+            }
+        }
         let h = at.field("headers");
         header_list(&h.field("request"), &self.headers.request)?;
         header_list(&h.field("response"), &self.headers.response)?;

@@ -100,16 +100,33 @@ pub struct Props {
     pub downstream_address: Option<Vec<u8>>,
 }
 
+/// A `:status` value: three ASCII digits.
+fn parse_status(v: &[u8]) -> Option<u32> {
+    match v {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
+            Some(u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
 fn int(v: Option<Vec<u8>>) -> Option<i64> {
     let b: [u8; 8] = v?.as_slice().try_into().ok()?;
     Some(i64::from_le_bytes(b))
 }
 
 impl Props {
-    /// Status and flags only: what sampling needs (two host calls).
-    pub fn read_outcome(host: &dyn Host) -> Props {
+    /// Status and flags only: what sampling needs. The status comes from
+    /// the response's `:status` (the headers are already read; Envoy sets
+    /// `response.code` from them), the `response.code` property only when
+    /// there is none (no response was sent): one host call when there is
+    /// a response.
+    pub fn read_outcome(host: &dyn Host, rs: &PairsView<'_>) -> Props {
+        let status = rs.first(":status").and_then(parse_status).or_else(|| {
+            int(host.property(&["response", "code"])).and_then(|c| u32::try_from(c).ok())
+        });
         Props {
-            status: int(host.property(&["response", "code"])).and_then(|c| u32::try_from(c).ok()),
+            status,
             flags: int(host.property(&["response", "flags"]))
                 .map(|f| f as u64)
                 .unwrap_or(0),

@@ -4,10 +4,11 @@
 
 use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_stage::{
-    Cx, Facts, LogView, MetricId, MetricsRegistry, Needs, Reply, Request, RootCx, Stage, Step,
-    Token,
+    Cx, FactKinds, Facts, LogView, MetricId, MetricsRegistry, Needs, Reply, Request, RootCx, Stage,
+    Step, Token,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 use crate::config::{AccessLogConfig, LineLevel};
 use crate::record::{Props, Recorder};
@@ -42,7 +43,24 @@ pub struct AccessLog {
     /// One per worker VM; the stage is shared by the VM's streams, which
     /// never run concurrently.
     shipper: Option<RefCell<ShipState>>,
+    /// Per-record counters (records, sampled out, excluded), added up in
+    /// this worker and handed to the proxy on the timer: a host call per
+    /// second instead of one per request.
+    pending: Cell<Pending>,
+    /// The facts read from filter state when this chain has none.
+    state_facts: FactKinds,
 }
+
+#[derive(Clone, Copy, Default)]
+struct Pending {
+    records: i64,
+    sampled_out: i64,
+    excluded: i64,
+}
+
+/// How often the per-record counters reach the proxy when no shipping
+/// timer runs (a shipping timer, faster, does it too).
+const COUNTER_PERIOD: Duration = Duration::from_secs(1);
 
 struct ShipState {
     shipper: Shipper,
@@ -65,6 +83,27 @@ impl AccessLog {
         ] {
             if n > 0 {
                 bump(id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn pend(&self, f: impl FnOnce(&mut Pending)) {
+        let mut p = self.pending.get();
+        f(&mut p);
+        self.pending.set(p);
+    }
+
+    /// Hands the per-record counters to the proxy.
+    fn flush_pending(&self, bump: &mut dyn FnMut(MetricId, i64)) {
+        let p = self.pending.take();
+        let m = &self.metrics;
+        for (id, n) in [
+            (m.records, p.records),
+            (m.sampled_out, p.sampled_out),
+            (m.excluded, p.excluded),
+        ] {
+            if n > 0 {
+                bump(id, n);
             }
         }
     }
@@ -128,6 +167,8 @@ impl Stage for AccessLog {
             line,
             metrics,
             shipper,
+            pending: Cell::new(Pending::default()),
+            state_facts: config.fact_kinds(),
         })
     }
 
@@ -135,10 +176,15 @@ impl Stage for AccessLog {
         Needs {
             log: true,
             facts: true,
-            tick: self
-                .shipper
-                .as_ref()
-                .and_then(|s| s.try_borrow().ok().map(|s| s.shipper.tick_period())),
+            // Nothing before the log phase (in a chain, earlier stages'
+            // facts reach the log hook without a request hook here).
+            log_only: true,
+            tick: Some(
+                self.shipper
+                    .as_ref()
+                    .and_then(|s| s.try_borrow().ok().map(|s| s.shipper.tick_period()))
+                    .map_or(COUNTER_PERIOD, |p| p.min(COUNTER_PERIOD)),
+            ),
             ..Needs::default()
         }
     }
@@ -150,28 +196,30 @@ impl Stage for AccessLog {
     fn on_log(&self, log: &LogView<'_>, _st: &(), cx: &mut Cx<'_>) {
         let m = &self.metrics;
         if self.recorder.excluded(log.request) {
-            cx.count(m.excluded);
+            self.pend(|p| p.excluded += 1);
             return;
         }
-        let mut props = Props::read_outcome(cx.host());
+        let mut props = Props::read_outcome(cx.host(), log.response);
         let sampled = self.recorder.sampled(log.request, &props, || {
             let mut b = [0u8; 4];
             cx.host().random(&mut b);
             u32::from_le_bytes(b)
         });
         if !sampled {
-            cx.count(m.sampled_out);
+            self.pend(|p| p.sampled_out += 1);
             return;
         }
         props.read_rest(cx.host());
         // Facts from this VM's chain; what is missing, from filter state
         // (modules in other VMs, or this module as an access logger).
         let from_state;
-        let facts: &Facts = if log.facts.identity.is_none()
-            || log.facts.variants.is_empty()
-            || log.facts.rate_limit.is_none()
-        {
-            let state = Facts::from_filter_state(cx.host());
+        let want = FactKinds {
+            identity: self.state_facts.identity && log.facts.identity.is_none(),
+            variants: self.state_facts.variants && log.facts.variants.is_empty(),
+            rate_limit: self.state_facts.rate_limit && log.facts.rate_limit.is_none(),
+        };
+        let facts: &Facts = if want.any() {
+            let state = Facts::from_filter_state(cx.host(), want);
             from_state = Facts {
                 identity: log.facts.identity.clone().or(state.identity),
                 variants: if log.facts.variants.is_empty() {
@@ -192,20 +240,21 @@ impl Stage for AccessLog {
         if let Some(level) = self.line {
             log::log!(level, "{}", rendered.line);
         }
-        cx.count(m.records);
+        self.pend(|p| p.records += 1);
         if let Some(cell) = &self.shipper {
             let Ok(mut st) = cell.try_borrow_mut() else {
                 cx.count(m.dropped);
                 return;
             };
+            // The buffer gauge follows on the timer.
             if st.shipper.push(&rendered, now).is_err() {
                 cx.count(m.dropped);
             }
-            self.report_buffer(&mut st, &mut |id, d| cx.add(id, d));
         }
     }
 
     fn on_tick(&self, cx: &mut RootCx<'_>) {
+        self.flush_pending(&mut |id, d| cx.add(id, d));
         let Some(cell) = &self.shipper else {
             return;
         };

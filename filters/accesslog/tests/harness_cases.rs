@@ -81,6 +81,8 @@ impl Runtime<cases::Case> for InHarness {
         if lines.len() > 1 {
             return vec![format!("{} lines for one request: {lines:?}", lines.len())];
         }
+        // Per-record counters reach the proxy on the timer.
+        vm.tick().unwrap();
         let h = &self.h;
         cases::check(case, lines.first().map(String::as_str), |c| {
             h.counter(c) as i64
@@ -184,6 +186,9 @@ fn buffer_full_drops_are_counted_and_requests_unaffected() {
     assert_eq!(vm.http_calls().len(), 1, "max_in_flight");
     let dropped = h.counter("meshguard_accesslog_dropped");
     assert!(dropped > 100, "dropped {dropped}");
+    // Per-record counters reach the proxy on the timer.
+    assert!(h.counter("meshguard_accesslog_records") < 200);
+    vm.advance_clock(Duration::from_millis(1000)).unwrap();
     assert_eq!(h.counter("meshguard_accesslog_records"), 200);
     let gauge = h.metric("meshguard_accesslog_buffer_bytes");
     assert!(format!("{gauge:?}").contains("Gauge"), "{gauge:?}");

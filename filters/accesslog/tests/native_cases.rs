@@ -40,6 +40,8 @@ fn one<C: meshguard_stage::Chain>(
     let (mut s, _) = d.request(request, true);
     d.response(&mut s, response);
     let ((), logs) = capture_logs(|| d.log(&mut s));
+    // Per-record counters reach the proxy on the timer.
+    d.tick();
     let lines: Vec<String> = logs
         .into_iter()
         .filter(|(_, m)| m.starts_with('{'))
@@ -88,6 +90,81 @@ fn records_counter_counts_written_records() {
         &[],
     );
     assert_eq!(d.proxy.counter("meshguard_accesslog_records"), 0);
+}
+
+/// The host calls a record makes: the status comes from `:status` when
+/// there is a response, and only the filter-state facts the config lists
+/// are read (one property read each).
+#[test]
+fn property_reads_are_only_what_the_record_needs() {
+    let state_reads = |d: &Driver<(AccessLog,)>| -> Vec<String> {
+        d.proxy
+            .property_reads
+            .borrow()
+            .iter()
+            .filter(|p| p.starts_with("wasm.") || p.starts_with("meshguard"))
+            .cloned()
+            .collect()
+    };
+    let (line, d) = one::<(AccessLog,)>(
+        "{}",
+        FakeProxy::new(),
+        &[(":path", "/")],
+        &[(":status", "200")],
+    );
+    assert!(line.is_some());
+    let reads = d.proxy.property_reads.borrow().clone();
+    assert!(!reads.contains(&"response.code".to_string()), "{reads:?}");
+    assert_eq!(state_reads(&d).len(), 3, "{reads:?}");
+
+    let (line, d) = one::<(AccessLog,)>(
+        r#"{"facts_from_filter_state": []}"#,
+        FakeProxy::new(),
+        &[(":path", "/")],
+        &[(":status", "200")],
+    );
+    assert!(line.is_some());
+    assert_eq!(state_reads(&d), Vec::<String>::new());
+
+    let mut proxy = FakeProxy::new();
+    proxy.properties.insert(
+        vec![meshguard_common::contract::VARIANTS_STATE.to_string()],
+        meshguard_common::contract::encode_state_pairs(&[("checkout", "treatme")]),
+    );
+    let (line, d) = one::<(AccessLog,)>(
+        r#"{"facts_from_filter_state": ["variants"]}"#,
+        proxy,
+        &[(":path", "/")],
+        &[(":status", "200")],
+    );
+    assert_eq!(
+        state_reads(&d),
+        vec![meshguard_common::contract::VARIANTS_STATE.to_string()]
+    );
+    let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+    assert_eq!(v["variants"]["checkout"], "treatme", "{v}");
+
+    // No response at all: the status property is the fallback.
+    let (_, d) = one::<(AccessLog,)>("{}", FakeProxy::new(), &[(":path", "/")], &[]);
+    assert!(d
+        .proxy
+        .property_reads
+        .borrow()
+        .contains(&"response.code".to_string()));
+}
+
+#[test]
+fn a_fact_listed_twice_is_refused_with_its_path() {
+    let err = Driver::<(AccessLog,)>::with_proxy(
+        br#"{"facts_from_filter_state": ["identity", "identity"]}"#,
+        FakeProxy::new(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains("facts_from_filter_state[1]"),
+        "{err}"
+    );
 }
 
 /// ab-routing then accesslog in one VM: the variant reaches the record in
@@ -290,6 +367,8 @@ fn buffer_full_drops_and_counts_and_memory_stays_bounded() {
     tick(&mut d);
     assert_eq!(d.proxy.calls.len(), 1);
     log_requests(&mut d, 200);
+    // Per-record counters and the buffer gauge follow on the timer.
+    tick(&mut d);
     let records = d.proxy.counter("meshguard_accesslog_records");
     let dropped = d.proxy.counter("meshguard_accesslog_dropped");
     assert_eq!(records, 400);

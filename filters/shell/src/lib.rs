@@ -25,7 +25,7 @@ mod wasm;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
-pub use wasm::{allocate, install, install_no_log, Shell};
+pub use wasm::{allocate, install, install_log_only, install_no_log, Shell};
 
 /// Defines the module's exports (`_initialize`, the proxy-wasm callbacks)
 /// running these stages, in order, as one chain. Use it once, in a cdylib
@@ -34,20 +34,51 @@ pub use wasm::{allocate, install, install_no_log, Shell};
 /// `module!(no_log; Stage…)` leaves out `proxy_on_log`, so Envoy makes one
 /// call into the VM fewer per request, for chains without a log hook (the
 /// module refuses a config whose stages need one).
+///
+/// `module!(log_only; Stage…)` leaves out the request and response
+/// callbacks (headers, body, trailers), so Envoy calls into the VM only to
+/// create the stream, log it and delete it, for chains whose stages all
+/// work in the log phase ([`meshguard_stage::Needs::log_only`]; the module
+/// refuses any other config).
 #[macro_export]
 macro_rules! module {
+    (@log) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_log(id: u32) {
+            with((), |s| s.on_log(id))
+        }
+    };
+    (@request) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: bool) -> u32 {
+            with(0, |s| s.on_request_headers(id, eos))
+        }
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: bool) -> u32 {
+            with(0, |s| s.on_request_body(id, size, eos))
+        }
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_trailers(id: u32, _n: usize) -> u32 {
+            with(0, |s| s.on_request_trailers(id))
+        }
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, _eos: bool) -> u32 {
+            with(0, |s| s.on_response_headers(id))
+        }
+    };
     (no_log; $($stage:ty),+ $(,)?) => {
-        $crate::module!(@build [install_no_log] [] $($stage),+);
+        $crate::module!(@build [install_no_log] [] [$crate::module!{@request}] $($stage),+);
+    };
+    (log_only; $($stage:ty),+ $(,)?) => {
+        $crate::module!(@build [install_log_only] [$crate::module!{@log}] [] $($stage),+);
     };
     ($($stage:ty),+ $(,)?) => {
-        $crate::module!(@build [install] [
-            #[no_mangle]
-            pub extern "C" fn proxy_on_log(id: u32) {
-                with((), |s| s.on_log(id))
-            }
-        ] $($stage),+);
+        $crate::module!(@build [install] [$crate::module!{@log}] [$crate::module!{@request}] $($stage),+);
     };
-    (@build [$install:ident] [$($log:tt)*] $($stage:ty),+) => {
+    (@build [$install:ident] [$($log:tt)*] [$($request:tt)*] $($stage:ty),+) => {
         #[cfg(target_arch = "wasm32")]
         mod meshguard_module {
             #[allow(unused_imports)]
@@ -106,25 +137,7 @@ macro_rules! module {
                 with((), |s| s.on_tick(id))
             }
 
-            #[no_mangle]
-            pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: bool) -> u32 {
-                with(0, |s| s.on_request_headers(id, eos))
-            }
-
-            #[no_mangle]
-            pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: bool) -> u32 {
-                with(0, |s| s.on_request_body(id, size, eos))
-            }
-
-            #[no_mangle]
-            pub extern "C" fn proxy_on_request_trailers(id: u32, _n: usize) -> u32 {
-                with(0, |s| s.on_request_trailers(id))
-            }
-
-            #[no_mangle]
-            pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, _eos: bool) -> u32 {
-                with(0, |s| s.on_response_headers(id))
-            }
+            $($request)*
 
             $($log)*
 

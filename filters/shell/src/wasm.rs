@@ -54,6 +54,9 @@ thread_local! {
     static ACTIVE: Cell<u32> = const { Cell::new(0) };
     /// Whether the module exports `proxy_on_log` (see `module!(no_log; …)`).
     static LOG_EXPORTED: Cell<bool> = const { Cell::new(true) };
+    /// Whether the module exports the request and response callbacks
+    /// (not when built with `module!(log_only; …)`).
+    static REQUEST_EXPORTED: Cell<bool> = const { Cell::new(true) };
     /// Callouts in flight: token → the context that made them. Envoy
     /// registers every HTTP and gRPC call on the root context and answers
     /// it there (`http_call` uses the effective context's root), so the
@@ -199,6 +202,14 @@ pub fn install_no_log() {
     install();
 }
 
+/// [`install`] for a module built without the request and response
+/// callbacks: a chain with a stage that works before the log phase then
+/// refuses its config instead of never running.
+pub fn install_log_only() {
+    REQUEST_EXPORTED.with(|r| r.set(false));
+    install();
+}
+
 fn sync_log_level() {
     let filter = match raw::log_level() {
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
@@ -256,6 +267,13 @@ impl<C: Chain> Shell<C> {
                 if scratch.any_log() && !LOG_EXPORTED.with(Cell::get) {
                     log::error!(
                         "{}: a stage needs the log hook, but this module is built without proxy_on_log (module!(no_log; …))",
+                        chain_names::<C>()
+                    );
+                    return false;
+                }
+                if !scratch.all_log_only() && !REQUEST_EXPORTED.with(Cell::get) {
+                    log::error!(
+                        "{}: a stage works on requests or responses, but this module is built for the log phase only (module!(log_only; …))",
                         chain_names::<C>()
                     );
                     return false;

@@ -100,11 +100,13 @@ impl Facts {
     }
 
     /// The facts other modules published in filter state (the accesslog
-    /// reads this when no stage in its own chain recorded them). Malformed
-    /// values are ignored.
-    pub fn from_filter_state(host: &dyn Host) -> Facts {
-        let identity = host
-            .property(&[contract::IDENTITY_STATE])
+    /// reads this when no stage in its own chain recorded them): those in
+    /// `which`, one host call each. Malformed values are ignored.
+    pub fn from_filter_state(host: &dyn Host, which: FactKinds) -> Facts {
+        let identity = which
+            .identity
+            .then(|| host.property(&[contract::IDENTITY_STATE]))
+            .flatten()
             .and_then(|v| contract::decode_state_pairs(&v))
             .and_then(|pairs| {
                 let get = |k: &str| {
@@ -118,8 +120,10 @@ impl Facts {
                     issuer: get("issuer"),
                 })
             });
-        let variants = host
-            .property(&[contract::VARIANTS_STATE])
+        let variants = which
+            .variants
+            .then(|| host.property(&[contract::VARIANTS_STATE]))
+            .flatten()
             .and_then(|v| contract::decode_state_pairs(&v))
             .unwrap_or_default()
             .into_iter()
@@ -129,14 +133,36 @@ impl Facts {
                 variant: Rc::from(variant),
             })
             .collect();
-        let rate_limit = host
-            .property(&[contract::RATE_LIMIT_STATE])
+        let rate_limit = which
+            .rate_limit
+            .then(|| host.property(&[contract::RATE_LIMIT_STATE]))
+            .flatten()
             .and_then(|v| RateLimitVerdict::parse(&v));
         Facts {
             identity,
             variants,
             rate_limit,
         }
+    }
+}
+
+/// Which of the published facts to read from filter state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FactKinds {
+    pub identity: bool,
+    pub variants: bool,
+    pub rate_limit: bool,
+}
+
+impl FactKinds {
+    pub const ALL: FactKinds = FactKinds {
+        identity: true,
+        variants: true,
+        rate_limit: true,
+    };
+
+    pub fn any(self) -> bool {
+        self.identity || self.variants || self.rate_limit
     }
 }
 

@@ -58,7 +58,7 @@ pub mod testing;
 pub mod text;
 
 pub use chain::Chain;
-pub use facts::{Facts, Identity, RateLimitVerdict, Variant};
+pub use facts::{FactKinds, Facts, Identity, RateLimitVerdict, Variant};
 pub use host::{
     Bumps, CalloutError, Callouts, GrpcCallout, Host, HttpCallout, MetricId, MetricsRegistry,
     NoMetrics, SharedWrite, Token,

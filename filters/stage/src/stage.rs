@@ -113,6 +113,12 @@ pub struct Needs {
     /// when some stage in the chain reads them ([`Cx::facts_wanted`]), so a
     /// chain without readers pays nothing for them.
     pub facts: bool,
+    /// The stage works in the log phase only: its request and response
+    /// hooks do nothing and it owns no request headers. A chain of such
+    /// stages can run in a module built without the request-side exports
+    /// (`meshguard_shell::module!(log_only; …)`), so Envoy makes no call
+    /// into the VM for request or response headers.
+    pub log_only: bool,
 }
 
 /// Per-request context for a hook: the host seam, the facts of this

@@ -70,6 +70,8 @@ pub struct FakeProxy {
     pub shared: HashMap<String, (Vec<u8>, u32)>,
     /// Shared-data reads so far (what a flood costs in host calls).
     pub shared_reads: std::cell::Cell<u64>,
+    /// Every property path read, in order (what a filter pays host calls for).
+    pub property_reads: RefCell<Vec<String>>,
     pub properties: BTreeMap<Vec<String>, Vec<u8>>,
     metric_names: Vec<String>,
     pub metric_values: Vec<i64>,
@@ -188,6 +190,7 @@ impl Host for FakeProxy {
         SharedWrite::Written
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.property_reads.borrow_mut().push(path.join("."));
         let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         self.properties.get(&key).cloned()
     }

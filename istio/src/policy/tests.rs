@@ -538,9 +538,23 @@ fn authn_and_ratelimit_hand_their_facts_to_the_accesslog_only_when_it_deploys() 
         flag_of(&both, "ratelimit", "decision_filter_state"),
         json!(true)
     );
-    let alone = with(ratelimit);
+    let alone = with(ratelimit.clone());
     assert_eq!(
         flag_of(&alone, "ratelimit", "decision_filter_state"),
         Value::Null
     );
+    // The accesslog reads the facts of exactly the modules deployed (the
+    // base policy deploys ab-routing).
+    let facts = |text: String| flag_of(&text, "accesslog", "facts_from_filter_state");
+    assert_eq!(facts(with(accesslog.clone())), json!(["variants"]));
+    assert_eq!(
+        facts(with(authn("") + &accesslog)),
+        json!(["identity", "variants"])
+    );
+    assert_eq!(
+        facts(with(authn("") + &ratelimit + &accesslog)),
+        json!(["identity", "variants", "rate_limit"])
+    );
+    let own = format!("{accesslog}    config:\n      facts_from_filter_state: [variants]\n");
+    assert_eq!(facts(with(own)), json!(["variants"]));
 }

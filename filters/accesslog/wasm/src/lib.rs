@@ -1,2 +1,2 @@
 //! dist/accesslog.wasm: the accesslog stage alone.
-meshguard_shell::module!(meshguard_accesslog::AccessLog);
+meshguard_shell::module!(log_only; meshguard_accesslog::AccessLog);

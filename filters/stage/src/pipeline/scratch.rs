@@ -17,6 +17,8 @@ pub struct Scratch {
     pub(super) any_facts: bool,
     pub(super) any_response_headers: bool,
     pub(super) any_log: bool,
+    /// Every stage is [`crate::Needs::log_only`].
+    pub(super) all_log_only: bool,
     /// Bit `i`: stage `i` wants the request body.
     pub(super) body_stages: u64,
     /// The largest body any stage wants.
@@ -34,15 +36,22 @@ impl Scratch {
         self.any_log
     }
 
+    /// Whether every stage of the chain works in the log phase only.
+    pub fn all_log_only(&self) -> bool {
+        self.all_log_only
+    }
+
     /// Working space for `chain`, with its stages' [`crate::Needs`] summed up
     /// so no request pays for asking each stage again.
     pub fn for_chain<C: Chain>(chain: &C, metrics: &mut dyn MetricsRegistry) -> Self {
         let mut sc = Scratch {
             refused_metric: metrics.counter("meshguard_refused_header_edits"),
+            all_log_only: true,
             ..Scratch::default()
         };
         for i in 0..C::LEN {
             let n = chain.needs(i);
+            sc.all_log_only &= n.log_only;
             sc.any_facts |= n.facts;
             sc.any_response_headers |= n.response_headers;
             sc.any_log |= n.log;
