@@ -134,6 +134,10 @@ NATIVE_JSON_FORMAT = {
 }
 
 
+# Envoy logs (and the native access log) are emptied between runs past this.
+LOG_KEEP = 16 << 20
+
+
 def native_json_access_log():
     os.makedirs(OUT_DIR, exist_ok=True)
     return [{
@@ -533,6 +537,18 @@ VARIANTS = [
      "needs": {"dist/accesslog.wasm": "make build"},
      "filters": lambda: [wasm_filter("accesslog", repo_path("dist/accesslog.wasm"),
                                      {**AL_CONFIG, "log_line": {"level": "info"}})]},
+    # Getting records to the shipper, in isolation (bench/fixtures/handoff):
+    # each worker batches its own (what the accesslog does), or every record
+    # is handed over a proxy-wasm shared queue to the one worker that would
+    # ship (the alternative the issue asks to measure). Same 1 KiB record.
+    {"name": "handoff experiment: per-worker batch (wasm)", "group": "accesslog",
+     "needs": {"target/fixtures/handoff-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("handoff", repo_path("target/fixtures/handoff-experiment.wasm"),
+                                     {"mode": "local"})]},
+    {"name": "handoff experiment: shared queue (wasm)", "group": "accesslog",
+     "needs": {"target/fixtures/handoff-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("handoff", repo_path("target/fixtures/handoff-experiment.wasm"),
+                                     {"mode": "queue"})]},
     # The default config: the three facts other meshguard modules publish
     # are looked up in filter state for every record (none is there here).
     {"name": "meshguard accesslog (wasm, log line, 3 filter-state reads)", "group": "accesslog",
@@ -618,7 +634,9 @@ class Envoy:
         self.cfg = os.path.join(workdir, re.sub(r"\W+", "_", name) + ".json")
         with open(self.cfg, "w") as f:
             json.dump(envoy_config(variant, self.port, self.admin), f)
-        self.log = open(self.cfg + ".log", "w")
+        # Append mode, so trim_logs() can empty the file under a running Envoy.
+        open(self.cfg + ".log", "w").close()
+        self.log = open(self.cfg + ".log", "a")
         # Detached (own session); stopped by PID in stop(). The venv's envoy
         # script execs the binary, so this PID is Envoy's.
         self.proc = subprocess.Popen(
@@ -659,6 +677,18 @@ class Envoy:
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+    def trim_logs(self):
+        """Empties this Envoy's log and the native access log once past
+        LOG_KEEP bytes: with the record written as a line (or to the native
+        file) every request adds ~1 KiB, gigabytes over a bench. Called
+        between runs, outside the CPU windows."""
+        for path in (self.cfg + ".log", os.path.join(OUT_DIR, "native-access.log")):
+            try:
+                if os.path.getsize(path) > LOG_KEEP:
+                    os.truncate(path, 0)
+            except OSError:
+                pass
 
     def stop(self):
         if self.proc.poll() is None:
@@ -758,6 +788,7 @@ def measure(envoy, wrk_prefix, conns, duration, core):
     t1 = envoy.cpu_ticks()
     c1 = core_ticks(core) if core is not None else (0, 0)
     rq1 = envoy.requests_served()
+    envoy.trim_logs()
     r["requests"] = rq1 - rq0
     r["cpu_us"] = (t1 - t0) * 1e6 / CLK_TCK / r["requests"]
     # Share of Envoy's core that went to other processes in this run.
@@ -791,6 +822,8 @@ def measure_side_by_side(envoys, wrk_prefix, conns, duration, core):
     t1 = {n: envoys[n].cpu_ticks() for n in names}
     c1 = core_ticks(core) if core is not None else (0, 0)
     rq1 = {n: envoys[n].requests_served() for n in names}
+    for n in names:
+        envoys[n].trim_logs()
     if failures:
         raise failures[0]
     out = {}

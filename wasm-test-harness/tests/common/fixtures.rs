@@ -1,5 +1,5 @@
 //! Test-only wasm modules (`harness-probe`, `noop-filter`,
-//! `meshguard-chain-fixture`), built on
+//! `handoff-experiment`, `meshguard-chain-fixture`), built on
 //! demand so that a plain `cargo test` works on a fresh checkout: when a
 //! module in `target/fixtures/` (where `make build-fixtures` puts them) is
 //! missing or older than its sources, the first test that needs it runs
@@ -20,6 +20,8 @@ use std::time::SystemTime;
 const FIXTURES: &[(&str, &str)] = &[
     ("harness-probe", "wasm-test-harness/fixtures/probe"),
     ("noop-filter", "wasm-test-harness/fixtures/noop"),
+    // The bench's record-handoff experiment (bench/fixtures/handoff).
+    ("handoff-experiment", "bench/fixtures/handoff"),
     // The chain links the stage crates, the shell and ab-routing.
     ("meshguard-chain-fixture", "tests/fixtures/chain:filters"),
     // The shipped ab-routing module, as `make build` builds it (the same
