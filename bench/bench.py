@@ -107,8 +107,8 @@ AL_CONFIG = {
                 "response": ["content-type", "set-cookie"]},
     "sampling": {"success_rate": 1.0, "exclude_paths": ["/healthz", "/internal/*"]},
     "log_line": {"level": "warn"},
-    # What `meshguard render` sets when the policy deploys only the
-    # accesslog: no other module publishes facts, so none are read.
+    # No other meshguard module runs in the bench, so none of the facts
+    # they publish is looked up (the row "3 filter-state reads" does).
     "facts_from_filter_state": [],
 }
 
@@ -136,6 +136,19 @@ NATIVE_JSON_FORMAT = {
 
 # Envoy logs (and the native access log) are emptied between runs past this.
 LOG_KEEP = 16 << 20
+
+
+def handoff_check(envoy):
+    """Records the handoff experiment's batches received against requests
+    served: every record must arrive (the fixture counts in hundreds)."""
+    time.sleep(0.5)  # a queue drained on the consumer's next event-loop turn
+    text = envoy.admin_get("/stats?filter=handoff_records_received")
+    m = re.search(r"handoff_records_received: (\d+)", text)
+    received = int(m.group(1)) if m else 0
+    served = envoy.requests_served()
+    if received < served - 100 * 2 or received > served:
+        raise SystemExit(f"handoff experiment: {received} records received of {served} served")
+    return f"{received} records received of {served} requests served (counted per hundred)"
 
 
 def native_json_access_log():
@@ -541,14 +554,18 @@ VARIANTS = [
     # each worker batches its own (what the accesslog does), or every record
     # is handed over a proxy-wasm shared queue to the one worker that would
     # ship (the alternative the issue asks to measure). Same 1 KiB record.
-    {"name": "handoff experiment: per-worker batch (wasm)", "group": "accesslog",
+    # Two workers, so the queue's consumer is another thread for half the
+    # records (both variants alike; compare them with each other).
+    {"name": "handoff experiment: per-worker batch (wasm)", "group": "accesslog", "workers": 2,
      "needs": {"target/fixtures/handoff-experiment.wasm": "make build-fixtures"},
      "filters": lambda: [wasm_filter("handoff", repo_path("target/fixtures/handoff-experiment.wasm"),
-                                     {"mode": "local"})]},
-    {"name": "handoff experiment: shared queue (wasm)", "group": "accesslog",
+                                     {"mode": "local"})],
+     "check": lambda envoy: handoff_check(envoy)},
+    {"name": "handoff experiment: shared queue (wasm)", "group": "accesslog", "workers": 2,
      "needs": {"target/fixtures/handoff-experiment.wasm": "make build-fixtures"},
      "filters": lambda: [wasm_filter("handoff", repo_path("target/fixtures/handoff-experiment.wasm"),
-                                     {"mode": "queue"})]},
+                                     {"mode": "queue"})],
+     "check": lambda envoy: handoff_check(envoy)},
     # The default config: the three facts other meshguard modules publish
     # are looked up in filter state for every record (none is there here).
     {"name": "meshguard accesslog (wasm, log line, 3 filter-state reads)", "group": "accesslog",
@@ -640,7 +657,8 @@ class Envoy:
         # Detached (own session); stopped by PID in stop(). The venv's envoy
         # script execs the binary, so this PID is Envoy's.
         self.proc = subprocess.Popen(
-            prefix + [ENVOY, "-c", self.cfg, "--concurrency", "1", "--disable-hot-restart",
+            prefix + [ENVOY, "-c", self.cfg, "--concurrency", str(variant.get("workers", 1)),
+                      "--disable-hot-restart",
                       "--log-level", "warn"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 30
@@ -957,6 +975,46 @@ def table(meta, variants, conns, summary):
     return "\n".join(lines) + "\n"
 
 
+# Comparisons taken per round from the side-by-side runs (so the machine's
+# load moves both sides alike): ("ratio", a, b) is a's added CPU over no
+# filter divided by b's; ("diff", a, b) is a's CPU per request minus b's.
+PAIRED = [
+    ("ratio", "meshguard accesslog (wasm, log line)", "native JSON access log (file)"),
+    ("ratio", "meshguard accesslog (wasm, line below log level)", "native JSON access log (file)"),
+    ("ratio", "meshguard accesslog (wasm, log line, 3 filter-state reads)", "native JSON access log (file)"),
+    ("diff", "meshguard accesslog (wasm, log line)", "meshguard accesslog (wasm, line below log level)"),
+    ("diff", "meshguard accesslog (wasm, log line, 3 filter-state reads)", "meshguard accesslog (wasm, log line)"),
+    ("diff", "handoff experiment: shared queue (wasm)", "handoff experiment: per-worker batch (wasm)"),
+]
+
+
+def paired_table(variants, conns, side):
+    lines = ["Per-round comparisons (side-by-side runs; median of the rounds (min–max)): "
+             "ratio = the first's added CPU over no filter ÷ the second's; "
+             "difference = the first's CPU µs/req − the second's.", "",
+             "| comparison | conns | value | rounds |", "|---|---:|---:|---|"]
+    any_row = False
+    for kind, a, b in PAIRED:
+        if a not in variants or b not in variants:
+            continue
+        for c in conns:
+            xa = [r["cpu_us"] for r in side[(a, c)]]
+            xb = [r["cpu_us"] for r in side[(b, c)]]
+            base = [r["cpu_us"] for r in side[(BASELINE, c)]]
+            if kind == "ratio":
+                vals = [(p - n) / (q - n) for p, q, n in zip(xa, xb, base) if q - n > 0.5]
+                label, digits = f"{a} ÷ {b} (added CPU)", 2
+            else:
+                vals = [p - q for p, q in zip(xa, xb)]
+                label, digits = f"{a} − {b} (µs/req)", 1
+            if not vals:
+                continue
+            any_row = True
+            lines.append(f"| {label} | {c} | {fmt(spread(vals), digits)} | "
+                         + ", ".join(f"{v:.{digits}f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n" if any_row else ""
+
+
 def latency_table(variants, conns, summary):
     """Latency each variant adds over no filter (one-at-a-time runs; the
     difference taken per round, median with the spread)."""
@@ -1064,6 +1122,7 @@ def main():
     envoys = {}
     auth = None
     calls = {}
+    checks = []
     try:
         if any(v.get("auth_service") for v in selected):
             step("auth service (cluster auth): an Envoy direct_response answering 200 with "
@@ -1095,6 +1154,11 @@ def main():
                 print(f"round {rnd}/{args.rounds} side by side c={c:<3d} µs CPU/req: "
                       + ", ".join(f"{n} {res[n]['cpu_us']:.1f}" for n in names)
                       + f" (others on Envoy's core {oth:.0%})", flush=True)
+        # Variants that say how to check they did their job (the handoff
+        # experiment: records arrived), checked before Envoy stops.
+        for v in selected:
+            if v.get("check"):
+                checks.append(f"{v['name']}: {v['check'](envoys[v['name']])}")
         # How many requests each calling variant took to the auth service.
         calls = {v["name"]: (auth_calls(envoys[v["name"]]), envoys[v["name"]].requests_served())
                  for v in selected if v.get("auth_service")}
@@ -1115,6 +1179,11 @@ def main():
     print()
     print(envoy_table)
     extra = latency_table(names, conns, summary)
+    paired = paired_table(names, conns, side)
+    if paired:
+        extra += "\n" + paired
+    if checks:
+        extra += "\nChecks: " + "; ".join(checks) + ".\n"
     if calls:
         extra += ("\nCalls to the auth service over the whole run (the proxy's `cluster.auth.upstream_rq_total`): "
                   + "; ".join(f"{n}: {c} of {r} requests" for n, (c, r) in calls.items()) + ".\n")

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 
 class Server(ThreadingHTTPServer):
@@ -29,7 +30,7 @@ class Server(ThreadingHTTPServer):
     # waits for a CPU, the dropped SYNs are retried after 1 s, and Envoy's
     # 1 s connect timeout answers 503.
     request_queue_size = 128
-from urllib.parse import parse_qs, urlparse
+
 
 LOCK = threading.Lock()
 RECORDS = []

@@ -38,17 +38,27 @@ impl Drop for Proc {
     }
 }
 
-/// A free port for a Redis this test starts, below Linux's ephemeral range
-/// (32768+) so no outgoing connection can take it before Redis binds it (a
-/// released `bind(0)` port can be); a counter hands each out once.
+/// A free port for a Redis this test starts, below the kernel's ephemeral
+/// range (`ip_local_port_range`, 32768+ by default) so no outgoing
+/// connection can take it before Redis binds it (a released `bind(0)` port
+/// can be); a counter hands each out once.
 fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = 20000 + (std::process::id() % 8000) as u16;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        ephemeral_start >= 12000,
+        "the ephemeral port range starts at {ephemeral_start}: no room below it for Redis"
+    );
+    let span = ephemeral_start - 10000;
+    let start = (std::process::id() % u32::from(span)) as u16;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < 4000, "no free port for Redis");
-        let port = start + n;
+        assert!(n < span, "no free port for Redis");
+        let port = 10000 + (start + n) % span;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }

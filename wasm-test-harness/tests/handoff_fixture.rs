@@ -37,6 +37,13 @@ fn queue_mode_hands_every_record_to_the_last_registered_worker() {
     assert_eq!(h.queue_items("al", "meshguard-handoff").len(), 4);
     consumer.poll().unwrap();
     assert!(h.queue_items("al", "meshguard-handoff").is_empty());
+    // The bench's check: received records counted per hundred.
+    assert_eq!(h.counter("handoff_records_received"), 0);
+    for _ in 0..96 {
+        log_one(&mut producer);
+    }
+    consumer.poll().unwrap();
+    assert_eq!(h.counter("handoff_records_received"), 100);
     assert!(producer.failure().is_none() && consumer.failure().is_none());
 }
 
@@ -46,9 +53,10 @@ fn local_mode_queues_nothing() {
     let m = h.module(fixture("handoff-experiment")).unwrap();
     let mut vm = h.vm(&m).vm_id("al").start().unwrap();
     assert!(vm.configure(br#"{"mode": "local"}"#).unwrap());
-    for _ in 0..3 {
+    for _ in 0..100 {
         log_one(&mut vm);
     }
     assert!(h.queue_items("al", "meshguard-handoff").is_empty());
+    assert_eq!(h.counter("handoff_records_received"), 100);
     assert!(vm.failure().is_none());
 }

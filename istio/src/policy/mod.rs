@@ -775,18 +775,6 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
     let logs_facts = filter_entries
         .iter()
         .any(|(n, _)| n == meshguard_accesslog::AccessLog::NAME);
-    // And the accesslog reads only the facts of the modules this policy
-    // deploys (a filter-state read per record each).
-    let deployed = |name: &str| filter_entries.iter().any(|(n, _)| n == name);
-    let published_facts: Vec<Value> = [
-        (meshguard_authn::Authn::NAME, "identity"),
-        (meshguard_ab_routing::AbRouting::NAME, "variants"),
-        (meshguard_ratelimit::RateLimit::NAME, "rate_limit"),
-    ]
-    .into_iter()
-    .filter(|(n, _)| deployed(n))
-    .map(|(_, fact)| Value::String(fact.into()))
-    .collect();
     for (name, v) in filter_entries {
         let at = child("filters", &name);
         let f = match filters::find(&name) {
@@ -845,11 +833,6 @@ fn resolve_doc(cx: &mut Ctx<'_>, doc: &Value, lock: Option<&Lock>) -> Option<Res
             if config.get(flag).is_none() {
                 config[flag] = Value::Bool(true);
             }
-        }
-        if f.name == meshguard_accesslog::AccessLog::NAME
-            && config.get("facts_from_filter_state").is_none()
-        {
-            config["facts_from_filter_state"] = Value::Array(published_facts.clone());
         }
         if f.takes_experiments {
             if config.get("experiments").is_some() {

@@ -51,7 +51,9 @@ impl Scratch {
         };
         for i in 0..C::LEN {
             let n = chain.needs(i);
-            sc.all_log_only &= n.log_only;
+            // A stage that owns request headers must strip client copies
+            // of them before the upstream: never log-only.
+            sc.all_log_only &= n.log_only && chain.owned_request_headers(i).is_empty();
             sc.any_facts |= n.facts;
             sc.any_response_headers |= n.response_headers;
             sc.any_log |= n.log;
