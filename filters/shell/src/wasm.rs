@@ -397,22 +397,35 @@ impl<C: Chain> Shell<C> {
         forget_callouts_of(id);
     }
 
+    /// The stream a callout answer belongs to, made the active and
+    /// effective context (host calls — headers, local replies, resuming —
+    /// act on it) and run through `f`; `None` (and nothing run) when it is
+    /// not a stream, which may be a root's callout.
+    fn callout_stream(
+        &mut self,
+        id: u32,
+        f: impl FnOnce(&mut Stream<C>, &C, &mut Scratch),
+    ) -> Option<()> {
+        set_active(id);
+        let s = self.streams.get_mut(&id)?;
+        let _ = raw::set_effective_context(id);
+        if let Some(sh) = &s.chain {
+            let stream = &mut s.stream;
+            sh.with_scratch(|chain, sc| f(stream, chain, sc));
+        }
+        Some(())
+    }
+
     /// An HTTP callout's answer, delivered on the root context: routed to
     /// the context that made the call.
     pub fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize) {
         let Some(id) = take_callout(token) else {
             return; // its stream is gone
         };
-        set_active(id);
-        if let Some(s) = self.streams.get_mut(&id) {
-            // Host calls (headers, local replies, resuming) act on it.
-            let _ = raw::set_effective_context(id);
-            if let Some(sh) = &s.chain {
-                let stream = &mut s.stream;
-                sh.with_scratch(|chain, sc| {
-                    stream.on_callout(chain, &mut HostProxy, sc, token, headers, body)
-                });
-            }
+        let routed = self.callout_stream(id, |stream, chain, sc| {
+            stream.on_callout(chain, &mut HostProxy, sc, token, headers, body)
+        });
+        if routed.is_some() {
             return;
         }
         if let Some(ShellRoot {
@@ -431,16 +444,9 @@ impl<C: Chain> Shell<C> {
         let Some(id) = take_callout(token) else {
             return;
         };
-        set_active(id);
-        if let Some(s) = self.streams.get_mut(&id) {
-            let _ = raw::set_effective_context(id);
-            if let Some(sh) = &s.chain {
-                let stream = &mut s.stream;
-                sh.with_scratch(|chain, sc| {
-                    stream.on_grpc_callout(chain, &mut HostProxy, sc, token, status, size)
-                });
-            }
-        }
+        self.callout_stream(id, |stream, chain, sc| {
+            stream.on_grpc_callout(chain, &mut HostProxy, sc, token, status, size)
+        });
     }
 }
 
