@@ -65,6 +65,9 @@ pub struct FakeProxy {
     pub unreadable_request: bool,
     pub replies: Vec<LocalReply>,
     pub resumed: u32,
+    /// Request header maps read so far (each a host call and a guest
+    /// allocation in Envoy).
+    pub request_header_reads: u32,
     pub calls: Vec<RecordedCall>,
     pub clusters: Vec<String>,
     pub shared: HashMap<String, (Vec<u8>, u32)>,
@@ -242,6 +245,9 @@ impl Callouts for FakeProxy {
 
 impl Proxy for FakeProxy {
     fn headers(&mut self, map: MapKind) -> Option<Vec<u8>> {
+        if map == MapKind::Request {
+            self.request_header_reads += 1;
+        }
         if map == MapKind::Request && self.unreadable_request {
             return None;
         }

@@ -75,6 +75,7 @@ struct Caller {
     body_limit: Option<usize>,
     twice: bool,
     bogus_wait: bool,
+    keep_input: bool,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +89,9 @@ struct CallerConfig {
     /// Wait on a token it never dispatched (a stage bug).
     #[serde(default)]
     bogus_wait: bool,
+    /// Leave `x-in` alone before the call (no edit goes out with the wait).
+    #[serde(default)]
+    keep_input: bool,
 }
 
 /// Per request: body length seen, body hook calls, callouts answered.
@@ -113,6 +117,7 @@ impl Stage for Caller {
             body_limit: c.body_limit,
             twice: c.twice,
             bogus_wait: c.bogus_wait,
+            keep_input: c.keep_input,
         })
     }
 
@@ -141,7 +146,9 @@ impl Stage for Caller {
     ) -> Step {
         // Stage 0 strips its own outputs (later owners' are stripped by
         // the pipeline before stage 0 runs).
-        rq.remove("x-in");
+        if !self.keep_input {
+            rq.remove("x-in");
+        }
         if self.bogus_wait {
             return Step::Wait(4242);
         }
@@ -254,6 +261,53 @@ fn wait_resumes_at_the_same_stage_and_later_stages_read_its_edits() {
 
     d.response(&mut s, &[(":status", "200")]);
     assert_eq!(d.proxy.response_header_all("x-tagger-calls"), vec!["1"]);
+    // Edits went out with the wait, so the answer's hook read the proxy's
+    // headers again; the later stage used that same read.
+    assert_eq!(d.proxy.request_header_reads, 2);
+}
+
+#[test]
+fn a_wait_with_no_edit_sent_reads_the_request_headers_once() {
+    let chain = r#"{"caller": {"keep_input": true}, "tagger": {}}"#;
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(chain.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, flow) = d.request(&[(":path", "/"), ("x-drop", "1")], true);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(d.proxy.request_header_reads, 1);
+    d.answer(
+        &mut s,
+        Answer::Response {
+            status: 200,
+            headers: vec![("x-user".into(), "bob".into())],
+            body: vec![],
+        },
+    );
+    assert_eq!(d.proxy.resumed, 1);
+    // The answer's hook and the later stage saw the headers kept at the
+    // wait, with the pending edits on top: the same outcome as a re-read.
+    assert_eq!(d.proxy.request_header("x-in").as_deref(), Some("bob"));
+    assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("bob"));
+    assert_eq!(d.proxy.request_header("x-drop"), None);
+    assert_eq!(d.proxy.counter("tagger_hits"), 1);
+    assert_eq!(d.proxy.request_header_reads, 1, "no second read");
+
+    // Two callouts in a row: the second wait is from the answer's hook;
+    // the headers are read again for its answer, never stale.
+    let chain = r#"{"caller": {"keep_input": true, "twice": true}, "tagger": {}}"#;
+    let mut d = Driver::<(Caller, Tagger)>::with_proxy(chain.as_bytes(), auth_proxy()).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/")], true);
+    for _ in 0..2 {
+        d.answer(
+            &mut s,
+            Answer::Response {
+                status: 200,
+                headers: vec![("x-user".into(), "carol".into())],
+                body: vec![],
+            },
+        );
+    }
+    assert_eq!(d.proxy.resumed, 1);
+    assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("carol"));
+    assert_eq!(d.proxy.request_header_reads, 2);
 }
 
 #[test]

@@ -115,6 +115,11 @@ pub struct Stream<C: Chain> {
     /// Bit `i`: stage `i` wants this request's body (its [`crate::Needs`],
     /// less [`Cx::skip_body`]).
     body_mask: u64,
+    /// The request headers as the proxy holds them, kept while a stage
+    /// waits on a callout that no edit went out before: the answer's hook
+    /// reads them from here instead of asking the proxy again (a host call
+    /// and a guest allocation per callout).
+    held_headers: Option<Vec<u8>>,
 }
 
 impl<C: Chain> Default for Stream<C> {
@@ -128,6 +133,7 @@ impl<C: Chain> Default for Stream<C> {
             body_size: 0,
             body_complete: false,
             body_mask: 0,
+            held_headers: None,
         }
     }
 }
@@ -250,7 +256,12 @@ impl<C: Chain> Stream<C> {
     ) {
         let flow = match part {
             Part::Headers => {
-                let raw = p.headers(MapKind::Request);
+                // Unchanged since the wait when kept; else edits went out
+                // then, and the proxy's copy is the current one.
+                let raw = self
+                    .held_headers
+                    .take()
+                    .or_else(|| p.headers(MapKind::Request));
                 let parsed = raw.as_deref().and_then(PairsView::parse);
                 let empty = PairsView::empty();
                 let view = parsed.as_ref().unwrap_or(&empty);
@@ -266,7 +277,9 @@ impl<C: Chain> Stream<C> {
                 };
                 match self.after(p, sc, stage, step, Part::Headers) {
                     Next::Stop(flow) => flow,
-                    Next::Go => self.run_headers(chain, p, sc, stage + 1, false),
+                    // The later stages see these headers with the pending
+                    // edits, as in one pass: no second read.
+                    Next::Go => self.run_headers_from(chain, p, sc, stage + 1, false, raw),
                 }
             }
             Part::Body { held } => {
@@ -360,6 +373,20 @@ impl<C: Chain> Stream<C> {
         first: bool,
     ) -> Flow {
         let raw = p.headers(MapKind::Request);
+        self.run_headers_from(chain, p, sc, from, first, raw)
+    }
+
+    /// [`Self::run_headers`] on headers already read (`raw`, as the proxy
+    /// handed them over).
+    fn run_headers_from<P: Proxy>(
+        &mut self,
+        chain: &C,
+        p: &mut P,
+        sc: &mut Scratch,
+        from: usize,
+        first: bool,
+        raw: Option<Vec<u8>>,
+    ) -> Flow {
         let Some(view) = raw.as_deref().and_then(PairsView::parse) else {
             return self.headers_unreadable(chain, p, sc);
         };
@@ -378,7 +405,13 @@ impl<C: Chain> Stream<C> {
                 }
                 step
             };
+            let edits_pending = !sc.edits.is_empty();
             if let Next::Stop(flow) = self.after(p, sc, i, step, Part::Headers) {
+                // Waiting with no edit sent: the proxy's headers are still
+                // these bytes when the answer comes.
+                if matches!(self.phase, Phase::Waiting { .. }) && !edits_pending {
+                    self.held_headers = raw.clone();
+                }
                 return flow;
             }
         }
