@@ -265,6 +265,13 @@ def rl_config(per_second, max_keys=None, worker_batch=None):
     return cfg
 
 
+def rl_config_unmatched():
+    """rl_config's rule limited to a path the bench never requests."""
+    cfg = rl_config(1_000_000)
+    cfg["rules"][0]["match"] = {"paths": [{"exact": "/never-requested"}]}
+    return cfg
+
+
 def native_local_ratelimit(per_second):
     """Envoy's local_ratelimit with the same bucket (one key in the bench)."""
     return [{
@@ -572,6 +579,35 @@ VARIANTS = [
      "needs": {"dist/accesslog.wasm": "make build"},
      "filters": lambda: [wasm_filter("accesslog", repo_path("dist/accesslog.wasm"),
                                      {k: v for k, v in AL_CONFIG.items() if k != "facts_from_filter_state"})]},
+    # Floors (bench/fixtures/floor): the host calls each job cannot avoid,
+    # made by an SDK filter that does nothing else, with the no-op's VM calls
+    # per stream. Read each beside the meshguard filter and the target of its
+    # issue: if the floor already misses a target, no wasm filter in this
+    # Envoy meets it.
+    {"name": "floor: header map only (wasm)", "group": "ratelimit",
+     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "headers")]},
+    # The meshguard shell and stage with no bucket touched: the one rule
+    # matches a path the bench never asks for.
+    {"name": "meshguard ratelimit, rule never matches (wasm)", "group": "ratelimit",
+     "needs": {"dist/ratelimit.wasm": "make build"},
+     "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config_unmatched())]},
+    {"name": "floor: exact bucket, one header lookup (wasm)", "group": "ratelimit",
+     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "bucket")]},
+    {"name": "floor: exact bucket, header map (wasm)", "group": "ratelimit",
+     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "bucket-pairs")]},
+    {"name": "floor: auth callout (wasm)", "group": "authn-ext", "headers": EXT_HEADERS,
+     "auth_service": True, "clusters": lambda: [auth_cluster()],
+     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "callout")]},
+    {"name": "floor: log line, nothing read (wasm)", "group": "accesslog",
+     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "log")]},
+    {"name": "floor: log line after a record's reads (wasm)", "group": "accesslog",
+     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
+     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "log-read")]},
 ]
 BASELINE = VARIANTS[0]["name"]
 
@@ -985,6 +1021,21 @@ PAIRED = [
     ("diff", "meshguard accesslog (wasm, log line)", "meshguard accesslog (wasm, line below log level)"),
     ("diff", "meshguard accesslog (wasm, log line, 3 filter-state reads)", "meshguard accesslog (wasm, log line)"),
     ("diff", "handoff experiment: shared queue (wasm)", "handoff experiment: per-worker batch (wasm)"),
+    ("ratio", "floor: log line, nothing read (wasm)", "native JSON access log (file)"),
+    ("ratio", "floor: log line after a record's reads (wasm)", "native JSON access log (file)"),
+    ("diff", "meshguard accesslog (wasm, log line)", "floor: log line after a record's reads (wasm)"),
+    ("ratio", "meshguard ratelimit high limit (wasm)", "wasm no-op (Rust SDK)"),
+    ("ratio", "meshguard ratelimit high limit, worker_batch 32 (wasm)", "wasm no-op (Rust SDK)"),
+    ("ratio", "floor: exact bucket, one header lookup (wasm)", "wasm no-op (Rust SDK)"),
+    ("ratio", "floor: exact bucket, header map (wasm)", "wasm no-op (Rust SDK)"),
+    ("diff", "meshguard ratelimit high limit (wasm)", "floor: exact bucket, header map (wasm)"),
+    ("diff", "meshguard ratelimit, rule never matches (wasm)", "floor: header map only (wasm)"),
+    ("diff", "meshguard ratelimit high limit (wasm)", "meshguard ratelimit, rule never matches (wasm)"),
+    ("diff", "floor: exact bucket, header map (wasm)", "floor: header map only (wasm)"),
+    ("ratio", "meshguard authn ext-auth every call (wasm)", "native ext_authz (HTTP service)"),
+    ("ratio", "lua + httpCall (the design authn replaces)", "native ext_authz (HTTP service)"),
+    ("ratio", "floor: auth callout (wasm)", "native ext_authz (HTTP service)"),
+    ("diff", "meshguard authn ext-auth every call (wasm)", "floor: auth callout (wasm)"),
 ]
 
 

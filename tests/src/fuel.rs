@@ -221,10 +221,14 @@ const AUTHN: &str = "dist/authn.wasm";
 const AB: &str = "dist/ab-routing.wasm";
 const AL: &str = "dist/accesslog.wasm";
 const RL: &str = "dist/ratelimit.wasm";
+const FLOOR: &str = "target/fixtures/floor-experiment.wasm";
 
 /// ratelimit as `make bench` runs it: one rule keyed on the identity
 /// header; a limit nothing reaches, and one (1 a second) that answers 429.
 const RL_HIGH_CONFIG: &str = r#"{"rules":[{"name":"bench","key":["header"],"limit":{"requests":1000000,"per":"second","burst":1000000}}]}"#;
+/// The same rule limited to a path the bench never requests: the shell and
+/// the rule match, no bucket (`make bench`'s "rule never matches").
+const RL_UNMATCHED_CONFIG: &str = r#"{"rules":[{"name":"bench","key":["header"],"match":{"paths":[{"exact":"/never-requested"}]},"limit":{"requests":1000000,"per":"second","burst":1000000}}]}"#;
 const RL_LOW_CONFIG: &str = r#"{"rules":[{"name":"bench","key":["header"],"limit":{"requests":1,"per":"second","burst":1}}]}"#;
 
 /// The config `make bench` runs accesslog with: the demo's (tags, query
@@ -520,6 +524,16 @@ pub fn paths() -> Vec<FuelPath> {
             check: identity,
         },
         FuelPath {
+            name: "ratelimit/no-rule-matches",
+            module: RL,
+            build: AB_BUILD,
+            config: RL_UNMATCHED_CONFIG,
+            request: request("shop.example.com", "/checkout", BENCH_CLIENT),
+            body: None,
+            auth_service: None,
+            check: |_, _| Ok(()),
+        },
+        FuelPath {
             name: "ratelimit/limited",
             module: RL,
             build: AB_BUILD,
@@ -527,6 +541,41 @@ pub fn paths() -> Vec<FuelPath> {
             // The harness clock stands still: after the warm-up request
             // every one is over the limit.
             request: request("shop.example.com", "/checkout", BENCH_CLIENT),
+            body: None,
+            auth_service: None,
+            check: |_, _| Ok(()),
+        },
+        // The floors (bench/fixtures/floor): the host calls each job cannot
+        // avoid, made by an SDK filter that does nothing else.
+        FuelPath {
+            name: "ratelimit/floor-bucket",
+            module: FLOOR,
+            build: "make build-fixtures",
+            config: "bucket-pairs",
+            request: request("shop.example.com", "/checkout", BENCH_CLIENT),
+            body: None,
+            auth_service: None,
+            check: |_, _| Ok(()),
+        },
+        FuelPath {
+            name: "authn/floor-callout",
+            module: FLOOR,
+            build: "make build-fixtures",
+            config: "callout",
+            request: request("shop.example.com", "/checkout", EXT_CLIENT),
+            body: None,
+            auth_service: Some(AuthService {
+                calls_per_request: 1,
+                ..AUTH_SERVICE
+            }),
+            check: ext_identity,
+        },
+        FuelPath {
+            name: "accesslog/floor-log-read",
+            module: FLOOR,
+            build: "make build-fixtures",
+            config: "log-read",
+            request: request("shop.example.com", "/checkout", AL_CLIENT),
             body: None,
             auth_service: None,
             check: |_, _| Ok(()),
@@ -642,6 +691,31 @@ fn answer_calls(vm: &mut Vm, p: &FuelPath) -> Result<u64, String> {
 /// headers → log → done → delete), averaged over [`CYCLES`], for each path
 /// in order. Each path gets a fresh VM; modules are compiled once.
 pub fn measure_all(paths: &[FuelPath]) -> Vec<Result<u64, String>> {
+    measure_all_detailed(paths)
+        .into_iter()
+        .map(|r| r.map(|m| m.instructions))
+        .collect()
+}
+
+/// One path's figures per request cycle.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Guest instructions (fuel), averaged over [`CYCLES`].
+    pub instructions: u64,
+    /// Crossings of the VM boundary over all [`CYCLES`] measured requests
+    /// (divide by [`CYCLES`]): callbacks, host calls, allocations.
+    pub crossings: wasm_test_harness::Crossings,
+}
+
+impl Measured {
+    /// `n` per request, to one decimal.
+    pub fn per_request(n: u64) -> f64 {
+        (n as f64 / CYCLES as f64 * 10.0).round() / 10.0
+    }
+}
+
+/// [`measure_all`] with the crossings of the VM boundary per path.
+pub fn measure_all_detailed(paths: &[FuelPath]) -> Vec<Result<Measured, String>> {
     let h = Harness::builder().fuel(true).build();
     // authn's ext-auth paths call the bench's auth service.
     h.declare_cluster(AUTH_SERVICE.cluster);
@@ -658,7 +732,7 @@ pub fn measure_all(paths: &[FuelPath]) -> Vec<Result<u64, String>> {
         .collect()
 }
 
-fn measure(h: &Harness, module: &Module, p: &FuelPath) -> Result<u64, String> {
+fn measure(h: &Harness, module: &Module, p: &FuelPath) -> Result<Measured, String> {
     let mut vm = h
         .configured_vm(module, p.config.as_bytes())
         .map_err(|e| format!("configure: {e}"))?;
@@ -666,6 +740,7 @@ fn measure(h: &Harness, module: &Module, p: &FuelPath) -> Result<u64, String> {
     let (upstream, cookies, _) = cycle(&mut vm, p, &request)?;
     (p.check)(&upstream, &cookies).map_err(|e| format!("path no longer does its job: {e}"))?;
     let before = vm.fuel_consumed();
+    let crossed_before = vm.crossings();
     let mut calls = 0;
     let mut last = None;
     for _ in 0..CYCLES {
@@ -674,6 +749,7 @@ fn measure(h: &Harness, module: &Module, p: &FuelPath) -> Result<u64, String> {
         last = Some((upstream, cookies));
     }
     let fuel = (vm.fuel_consumed() - before) / CYCLES;
+    let crossings = vm.crossings().since(&crossed_before);
     // The measured requests do the job too (a cache hit is not the
     // warm-up's miss), and make the callouts the path says.
     if let Some((upstream, cookies)) = last {
@@ -686,7 +762,10 @@ fn measure(h: &Harness, module: &Module, p: &FuelPath) -> Result<u64, String> {
             "path no longer does its job: {calls} callouts in {CYCLES} requests, expected {want}"
         ));
     }
-    Ok(fuel)
+    Ok(Measured {
+        instructions: fuel,
+        crossings,
+    })
 }
 
 pub fn budget_file() -> PathBuf {

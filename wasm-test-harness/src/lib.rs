@@ -23,6 +23,7 @@
 //! `wasm-test-harness/README.md` for the full tour.
 
 mod abi;
+mod crossings;
 mod engine;
 mod error;
 mod harness;
@@ -34,6 +35,7 @@ mod state;
 mod vm;
 
 pub use abi::{decode_pairs, encode_pairs, Action, LogLevel, MetricType, Status};
+pub use crossings::Crossings;
 pub use engine::Module;
 pub use error::Error;
 pub use harness::{Harness, HarnessBuilder, DEFAULT_START_UNIX_NS};

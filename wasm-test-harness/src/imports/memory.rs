@@ -86,6 +86,7 @@ pub(super) fn copy_out(c: &mut C<'_>, data: &[u8], ptr_ptr: i32, size_ptr: i32) 
             .ok_or_else(|| wasmtime::Error::msg("guest allocator not available"))?;
         // Envoy restricts what the allocator may call (cpp-host allocMemory).
         let outer = c.data_mut().restricted.replace(Window::Alloc);
+        c.data_mut().crossings.get_mut().allocations += 1;
         let allocated = alloc.call(&mut *c, data.len() as i32);
         c.data_mut().restricted = outer;
         ptr = allocated? as u32;

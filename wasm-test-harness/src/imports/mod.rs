@@ -28,6 +28,8 @@ pub(crate) struct VmData {
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunc<i32, i32>>,
     pub restricted: Option<Window>,
+    /// Every crossing of the VM boundary so far (`Vm::crossings`).
+    pub crossings: std::cell::RefCell<crate::Crossings>,
 }
 
 pub(crate) const WASI_MODULE: &str = "wasi_snapshot_preview1";

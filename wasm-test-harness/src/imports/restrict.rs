@@ -111,8 +111,21 @@ impl Window {
     }
 }
 
-/// Run first by every host function (`host_fn!`): one load and a branch
-/// outside a restricted window.
+/// Run first by every host function (`host_fn!`): counts the call
+/// (`Vm::crossings`), then [`check`].
+#[inline]
+pub(super) fn count_and_check(
+    c: &C<'_>,
+    module: &'static str,
+    name: &'static str,
+) -> wasmtime::Result<()> {
+    if let Ok(mut n) = c.data().crossings.try_borrow_mut() {
+        n.count_import(module, name);
+    }
+    check(c, module, name)
+}
+
+/// One load and a branch outside a restricted window.
 #[inline]
 pub(super) fn check(c: &C<'_>, module: &str, name: &str) -> wasmtime::Result<()> {
     match c.data().restricted {
@@ -122,20 +135,20 @@ pub(super) fn check(c: &C<'_>, module: &str, name: &str) -> wasmtime::Result<()>
 }
 
 /// `host_fn!(l.func_wrap(module, name, closure))`: `func_wrap` with
-/// [`check`] run before the closure's body. The closure is written as for
+/// [`count_and_check`] run before the closure's body. The closure is written as for
 /// `func_wrap`, with an explicit return type.
 macro_rules! host_fn {
     ($l:ident.func_wrap($m:expr, $n:expr,
      |mut $c:ident: $ct:ty $(, $a:ident: $at:ty)* $(,)?| -> $r:ty $body:block $(,)?)) => {
         $l.func_wrap($m, $n, move |mut $c: $ct $(, $a: $at)*| -> $r {
-            $crate::imports::restrict::check(&$c, $m, $n)?;
+            $crate::imports::restrict::count_and_check(&$c, $m, $n)?;
             $body
         })
     };
     ($l:ident.func_wrap($m:expr, $n:expr,
      |$c:ident: $ct:ty $(, $a:ident: $at:ty)* $(,)?| -> $r:ty $body:block $(,)?)) => {
         $l.func_wrap($m, $n, move |$c: $ct $(, $a: $at)*| -> $r {
-            $crate::imports::restrict::check(&$c, $m, $n)?;
+            $crate::imports::restrict::count_and_check(&$c, $m, $n)?;
             $body
         })
     };

@@ -127,6 +127,7 @@ impl Vm {
             memory: None,
             alloc: None,
             restricted: None,
+            crossings: Default::default(),
         };
         let mut store = Store::new(engine, data);
         store.epoch_deadline_trap();
@@ -255,6 +256,7 @@ impl Vm {
             return Err(Error::VmFailed(reason.clone()));
         }
         let Some(f) = f else { return Ok(None) };
+        self.store.data_mut().crossings.get_mut().callbacks += 1;
         self.host_mut().effective = context;
         self.store.set_epoch_deadline(self.call_timeout_ticks);
         match f.call(&mut self.store, params) {
@@ -461,6 +463,13 @@ impl Vm {
         }
         self.fuel_start
             .saturating_sub(self.store.get_fuel().unwrap_or(self.fuel_start))
+    }
+
+    /// Crossings of the VM boundary so far: callbacks into the guest, host
+    /// calls out of it, guest allocations for host data
+    /// ([`crate::Crossings`]; subtract two with `since`).
+    pub fn crossings(&self) -> crate::Crossings {
+        self.store.data().crossings.borrow().clone()
     }
 
     pub fn vm_id(&self) -> &str {
