@@ -13,7 +13,7 @@ SHELL := /bin/bash
 
 FILTERS      := authn ab-routing ratelimit accesslog
 # Test-only wasm modules (not shipped): built into target/fixtures/.
-FIXTURES     := harness-probe noop-filter meshguard-chain-fixture handoff-experiment floor-experiment
+FIXTURES     := harness-probe noop-filter meshguard-chain-fixture handoff-experiment floor-experiment meshguard-no-log-fixture meshguard-log-only-fixture
 WASM_TARGET  := wasm32-wasip1
 WASM_PROFILE := wasm
 CARGO        ?= cargo

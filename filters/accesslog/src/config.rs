@@ -576,11 +576,40 @@ mod tests {
                 "$.ship.index",
                 "index name",
             ),
+            (
+                r#"{"facts_from_filter_state":["identity","user"]}"#,
+                "$.facts_from_filter_state[1]",
+                "unknown variant",
+            ),
+            (
+                r#"{"facts_from_filter_state":"identity"}"#,
+                "$.facts_from_filter_state",
+                "invalid type",
+            ),
+            (
+                r#"{"facts_from_filter_state":["variants","rate_limit","variants"]}"#,
+                "$.facts_from_filter_state[2]",
+                "listed twice",
+            ),
         ] {
             let err = check(json).unwrap_err();
             assert_eq!(err.path, path, "{json}: {err}");
             assert!(err.message.contains(want), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn facts_from_filter_state_reads_what_is_listed() {
+        let all = check("{}").unwrap().fact_kinds();
+        assert!(all.identity && all.variants && all.rate_limit);
+        let none = check(r#"{"facts_from_filter_state":[]}"#)
+            .unwrap()
+            .fact_kinds();
+        assert!(!none.identity && !none.variants && !none.rate_limit);
+        let one = check(r#"{"facts_from_filter_state":["variants"]}"#)
+            .unwrap()
+            .fact_kinds();
+        assert!(!one.identity && one.variants && !one.rate_limit);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Test-only wasm modules (`harness-probe`, `noop-filter`,
-//! `handoff-experiment`, `meshguard-chain-fixture`), built on
+//! `handoff-experiment`, `meshguard-chain-fixture`, the two refusal
+//! modules), built on
 //! demand so that a plain `cargo test` works on a fresh checkout: when a
 //! module in `target/fixtures/` (where `make build-fixtures` puts them) is
 //! missing or older than its sources, the first test that needs it runs
@@ -24,6 +25,12 @@ const FIXTURES: &[(&str, &str)] = &[
     ("handoff-experiment", "bench/fixtures/handoff"),
     // The chain links the stage crates, the shell and ab-routing.
     ("meshguard-chain-fixture", "tests/fixtures/chain:filters"),
+    // A stage in a module built without the callbacks it needs: refused.
+    ("meshguard-no-log-fixture", "tests/fixtures/no-log:filters"),
+    (
+        "meshguard-log-only-fixture",
+        "tests/fixtures/log-only:filters",
+    ),
     // The shipped ab-routing module, as `make build` builds it (the same
     // package and profile), for the filter's own harness tests.
     ("meshguard-ab-routing-wasm", "filters"),
