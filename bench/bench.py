@@ -449,6 +449,14 @@ SIGNED_POST = {"headers": [f"Host: {HMAC_HOST}"], "sign": hmac_signature, "path"
                "script": "bench/wrk-signed-post.lua", "wrk_env": {"MESHGUARD_BENCH_BODY": HMAC_BODY}}
 
 
+def floor_variant(name, group, mode, **extra):
+    """A floor (bench/fixtures/floor) in mode `mode`: only the host calls
+    its job cannot avoid."""
+    module = "target/fixtures/floor-experiment.wasm"
+    return {"name": name, "group": group, "needs": {module: "make build-fixtures"},
+            "filters": lambda: [wasm_filter("floor", repo_path(module), mode)], **extra}
+
+
 def repo_path(rel):
     return os.path.join(ROOT, rel)
 
@@ -584,33 +592,19 @@ VARIANTS = [
     # per stream. Read each beside the meshguard filter and the target of its
     # issue: if the floor already misses a target, no wasm filter in this
     # Envoy meets it.
-    {"name": "floor: header map only (wasm)", "group": "ratelimit",
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "headers")]},
+    floor_variant("floor: header map only (wasm)", "ratelimit", "headers"),
     # The meshguard shell and stage with no bucket touched: the one rule
     # matches a path the bench never asks for.
     {"name": "meshguard ratelimit, rule never matches (wasm)", "group": "ratelimit",
      "needs": {"dist/ratelimit.wasm": "make build"},
      "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config_unmatched())]},
-    {"name": "floor: exact bucket, one header lookup (wasm)", "group": "ratelimit",
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "bucket")]},
-    {"name": "floor: exact bucket, header map (wasm)", "group": "ratelimit",
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "bucket-pairs")]},
-    {"name": "floor: auth callout (wasm)", "group": "authn-ext", "headers": EXT_HEADERS,
-     "auth_service": True, "clusters": lambda: [auth_cluster()],
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "callout")]},
-    {"name": "floor: log line, nothing read (wasm)", "group": "accesslog",
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "log")]},
-    {"name": "floor: a record's reads, no line (wasm)", "group": "accesslog",
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "read")]},
-    {"name": "floor: log line after a record's reads (wasm)", "group": "accesslog",
-     "needs": {"target/fixtures/floor-experiment.wasm": "make build-fixtures"},
-     "filters": lambda: [wasm_filter("floor", repo_path("target/fixtures/floor-experiment.wasm"), "log-read")]},
+    floor_variant("floor: exact bucket, one header lookup (wasm)", "ratelimit", "bucket"),
+    floor_variant("floor: exact bucket, header map (wasm)", "ratelimit", "bucket-pairs"),
+    floor_variant("floor: auth callout (wasm)", "authn-ext", "callout", headers=EXT_HEADERS,
+                  auth_service=True, clusters=lambda: [auth_cluster()]),
+    floor_variant("floor: log line, nothing read (wasm)", "accesslog", "log"),
+    floor_variant("floor: a record's reads, no line (wasm)", "accesslog", "read"),
+    floor_variant("floor: log line after a record's reads (wasm)", "accesslog", "log-read"),
 ]
 BASELINE = VARIANTS[0]["name"]
 

@@ -219,6 +219,15 @@ fn auth_proxy() -> FakeProxy {
     FakeProxy::new().with_clusters(&["auth"])
 }
 
+/// The auth service's 200 naming `user`.
+fn user(name: &str) -> Answer {
+    Answer::Response {
+        status: 200,
+        headers: vec![("x-user".into(), name.into())],
+        body: vec![],
+    }
+}
+
 const CHAIN: &str = r#"{"caller": {}, "tagger": {}}"#;
 
 #[test]
@@ -237,14 +246,7 @@ fn wait_resumes_at_the_same_stage_and_later_stages_read_its_edits() {
         "later stage ran before the reply"
     );
 
-    d.answer(
-        &mut s,
-        Answer::Response {
-            status: 200,
-            headers: vec![("x-user".into(), "alice".into())],
-            body: vec![],
-        },
-    );
+    d.answer(&mut s, user("alice"));
     assert_eq!(d.proxy.resumed, 1);
     assert_eq!(d.proxy.request_header("x-in").as_deref(), Some("alice"));
     assert_eq!(
@@ -273,14 +275,7 @@ fn a_wait_with_no_edit_sent_reads_the_request_headers_once() {
     let (mut s, flow) = d.request(&[(":path", "/"), ("x-drop", "1")], true);
     assert_eq!(flow, Flow::Pause);
     assert_eq!(d.proxy.request_header_reads, 1);
-    d.answer(
-        &mut s,
-        Answer::Response {
-            status: 200,
-            headers: vec![("x-user".into(), "bob".into())],
-            body: vec![],
-        },
-    );
+    d.answer(&mut s, user("bob"));
     assert_eq!(d.proxy.resumed, 1);
     // The answer's hook and the later stage saw the headers kept at the
     // wait, with the pending edits on top: the same outcome as a re-read.
@@ -296,14 +291,7 @@ fn a_wait_with_no_edit_sent_reads_the_request_headers_once() {
     let mut d = Driver::<(Caller, Tagger)>::with_proxy(chain.as_bytes(), auth_proxy()).unwrap();
     let (mut s, _) = d.request(&[(":path", "/")], true);
     for _ in 0..2 {
-        d.answer(
-            &mut s,
-            Answer::Response {
-                status: 200,
-                headers: vec![("x-user".into(), "carol".into())],
-                body: vec![],
-            },
-        );
+        d.answer(&mut s, user("carol"));
     }
     assert_eq!(d.proxy.resumed, 1);
     assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("carol"));
@@ -401,16 +389,7 @@ fn body_is_buffered_for_the_stage_that_asked() {
         Some(b"abcdefgh".as_slice()),
         "capped at the limit"
     );
-    let ((), logs) = capture_logs(|| {
-        d.answer(
-            &mut s,
-            Answer::Response {
-                status: 200,
-                headers: vec![("x-user".into(), "bob".into())],
-                body: vec![],
-            },
-        )
-    });
+    let ((), logs) = capture_logs(|| d.answer(&mut s, user("bob")));
     assert_eq!(d.proxy.resumed, 1);
     assert_eq!(
         d.proxy.request_header("x-in"),
@@ -428,14 +407,7 @@ fn body_is_buffered_for_the_stage_that_asked() {
         d.proxy.calls.last().unwrap().body.as_deref(),
         Some(b"".as_slice())
     );
-    d.answer(
-        &mut s,
-        Answer::Response {
-            status: 200,
-            headers: vec![("x-user".into(), "carol".into())],
-            body: vec![],
-        },
-    );
+    d.answer(&mut s, user("carol"));
     assert_eq!(d.proxy.request_header("x-in").as_deref(), Some("carol"));
 }
 
@@ -451,14 +423,7 @@ fn body_held_behind_paused_headers_is_delivered_on_resume() {
         Flow::Pause,
         "held by Envoy"
     );
-    d.answer(
-        &mut s,
-        Answer::Response {
-            status: 200,
-            headers: vec![("x-user".into(), "dan".into())],
-            body: vec![],
-        },
-    );
+    d.answer(&mut s, user("dan"));
     assert_eq!(d.proxy.resumed, 1);
     assert_eq!(d.proxy.request_header("x-seen").as_deref(), Some("dan"));
 }

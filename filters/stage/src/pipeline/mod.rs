@@ -177,7 +177,8 @@ impl<C: Chain> Stream<C> {
             return Flow::Continue;
         }
         self.headers_end = end_of_stream;
-        self.run_headers(chain, p, sc, 0, true)
+        let raw = p.headers(MapKind::Request);
+        self.run_headers(chain, p, sc, 0, true, raw)
     }
 
     /// A callout answered. `num_headers == 0` means it failed.
@@ -279,7 +280,7 @@ impl<C: Chain> Stream<C> {
                     Next::Stop(flow) => flow,
                     // The later stages see these headers with the pending
                     // edits, as in one pass: no second read.
-                    Next::Go => self.run_headers_from(chain, p, sc, stage + 1, false, raw),
+                    Next::Go => self.run_headers(chain, p, sc, stage + 1, false, raw),
                 }
             }
             Part::Body { held } => {
@@ -363,22 +364,9 @@ impl<C: Chain> Stream<C> {
         self.flush(p, sc);
     }
 
-    /// Header hooks from stage `from`; `first`: strip owned headers first.
+    /// Header hooks from stage `from` on the request headers as the proxy
+    /// handed them over (`raw`); `first`: strip owned headers first.
     fn run_headers<P: Proxy>(
-        &mut self,
-        chain: &C,
-        p: &mut P,
-        sc: &mut Scratch,
-        from: usize,
-        first: bool,
-    ) -> Flow {
-        let raw = p.headers(MapKind::Request);
-        self.run_headers_from(chain, p, sc, from, first, raw)
-    }
-
-    /// [`Self::run_headers`] on headers already read (`raw`, as the proxy
-    /// handed them over).
-    fn run_headers_from<P: Proxy>(
         &mut self,
         chain: &C,
         p: &mut P,
