@@ -160,6 +160,123 @@ pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The guest side (`meshguard_common::host`) keeps its own copy of
+    /// these numbers on purpose: the harness is a second, independent
+    /// implementation of the host, and a number shared by both would be
+    /// wrong on both sides at once with every test passing. Instead each
+    /// copy is checked against a third source, the Rust SDK's `types`
+    /// (the values the SDK's modules, like the no-op fixture, send).
+    #[test]
+    fn constants_match_the_rust_sdk() {
+        use proxy_wasm::types as sdk;
+        for (ours, sdk) in [
+            (Status::Ok, sdk::Status::Ok),
+            (Status::NotFound, sdk::Status::NotFound),
+            (Status::BadArgument, sdk::Status::BadArgument),
+            (
+                Status::SerializationFailure,
+                sdk::Status::SerializationFailure,
+            ),
+            (Status::ParseFailure, sdk::Status::ParseFailure),
+            (Status::Empty, sdk::Status::Empty),
+            (Status::CasMismatch, sdk::Status::CasMismatch),
+            (Status::InternalFailure, sdk::Status::InternalFailure),
+        ] {
+            assert_eq!(ours as i32, sdk as i32, "{ours:?}");
+        }
+        for (ours, sdk) in [
+            (LogLevel::Trace, sdk::LogLevel::Trace),
+            (LogLevel::Debug, sdk::LogLevel::Debug),
+            (LogLevel::Info, sdk::LogLevel::Info),
+            (LogLevel::Warn, sdk::LogLevel::Warn),
+            (LogLevel::Error, sdk::LogLevel::Error),
+            (LogLevel::Critical, sdk::LogLevel::Critical),
+        ] {
+            assert_eq!(LogLevel::from_raw(sdk as i32), Some(ours));
+        }
+        for (ours, sdk) in [
+            (MetricType::Counter, sdk::MetricType::Counter),
+            (MetricType::Gauge, sdk::MetricType::Gauge),
+            (MetricType::Histogram, sdk::MetricType::Histogram),
+        ] {
+            assert_eq!(MetricType::from_raw(sdk as i32), Some(ours));
+        }
+        assert_eq!(
+            Action::from_raw(sdk::Action::Continue as i32),
+            Action::Continue
+        );
+        assert_eq!(Action::from_raw(sdk::Action::Pause as i32), Action::Pause);
+        for (ours, sdk) in [
+            (map_type::REQUEST_HEADERS, sdk::MapType::HttpRequestHeaders),
+            (
+                map_type::REQUEST_TRAILERS,
+                sdk::MapType::HttpRequestTrailers,
+            ),
+            (
+                map_type::RESPONSE_HEADERS,
+                sdk::MapType::HttpResponseHeaders,
+            ),
+            (
+                map_type::RESPONSE_TRAILERS,
+                sdk::MapType::HttpResponseTrailers,
+            ),
+            (
+                map_type::GRPC_INITIAL_METADATA,
+                sdk::MapType::GrpcReceiveInitialMetadata,
+            ),
+            (
+                map_type::GRPC_TRAILING_METADATA,
+                sdk::MapType::GrpcReceiveTrailingMetadata,
+            ),
+            (
+                map_type::HTTP_CALL_RESPONSE_HEADERS,
+                sdk::MapType::HttpCallResponseHeaders,
+            ),
+            (
+                map_type::HTTP_CALL_RESPONSE_TRAILERS,
+                sdk::MapType::HttpCallResponseTrailers,
+            ),
+        ] {
+            assert_eq!(ours, sdk as i32, "{sdk:?}");
+        }
+        for (ours, sdk) in [
+            (
+                buffer_type::HTTP_REQUEST_BODY,
+                sdk::BufferType::HttpRequestBody,
+            ),
+            (
+                buffer_type::HTTP_RESPONSE_BODY,
+                sdk::BufferType::HttpResponseBody,
+            ),
+            (
+                buffer_type::HTTP_CALL_RESPONSE_BODY,
+                sdk::BufferType::HttpCallResponseBody,
+            ),
+            (
+                buffer_type::GRPC_RECEIVE_BUFFER,
+                sdk::BufferType::GrpcReceiveBuffer,
+            ),
+            (
+                buffer_type::VM_CONFIGURATION,
+                sdk::BufferType::VmConfiguration,
+            ),
+            (
+                buffer_type::PLUGIN_CONFIGURATION,
+                sdk::BufferType::PluginConfiguration,
+            ),
+        ] {
+            assert_eq!(ours, sdk as i32, "{sdk:?}");
+        }
+        for (ours, sdk) in [
+            (stream_type::HTTP_REQUEST, sdk::StreamType::HttpRequest),
+            (stream_type::HTTP_RESPONSE, sdk::StreamType::HttpResponse),
+            (stream_type::DOWNSTREAM, sdk::StreamType::Downstream),
+            (stream_type::UPSTREAM, sdk::StreamType::Upstream),
+        ] {
+            assert_eq!(ours, sdk as i32, "{sdk:?}");
+        }
+    }
     use super::*;
 
     #[test]

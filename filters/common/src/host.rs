@@ -6,6 +6,10 @@
 
 /// The proxy-wasm ABI 0.2.1 enums (values from the spec and the Rust SDK's
 /// `types.rs`): meshguard talks to the host without the SDK.
+/// wasm-test-harness keeps its own copy on purpose (an independent host
+/// implementation; a shared number would be wrong on both sides at once)
+/// and checks it against the SDK's (`abi::tests`); these are checked by
+/// every module run in real Envoy (`tests/tests/*.rs`).
 #[repr(u32)]
 #[derive(Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Status {
