@@ -99,7 +99,9 @@ end
 # accesslog: the demo's record (tags, query redaction, header allow-list),
 # every request logged as a line. At `warn`, because the bench runs Envoy at
 # --log-level warn (as Istio sidecars do); the same config is
-# AL_BENCH_CONFIG in tests/src/fuel.rs apart from the level.
+# AL_BENCH_CONFIG in tests/src/fuel.rs apart from the level and
+# `facts_from_filter_state` (the fuel path reads all three facts: 14
+# property reads per record against 11 here).
 AL_CONFIG = {
     "tags": {"environment": "test", "cluster": "local", "namespace": "demo", "workload": "envoy"},
     "query": {"mode": "redact", "redact_params": ["token", "password"]},
@@ -510,6 +512,12 @@ VARIANTS = [
      "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"), rl_config(1_000_000))]},
     # The same with opt-in worker batches of 32 (the BENCHMARKS.md run at
     # 39c182a measured this config as its default).
+    # The same module at opt-level 3 throughout, without wasm-opt (286 KB,
+    # over the 200 KB budget; `make experiments`): what size costs in speed.
+    {"name": "meshguard ratelimit high limit, opt-level 3 build (wasm)", "group": "ratelimit",
+     "needs": {"target/experiments/ratelimit-o3.wasm": "make experiments"},
+     "filters": lambda: [wasm_filter("ratelimit", repo_path("target/experiments/ratelimit-o3.wasm"),
+                                     rl_config(1_000_000))]},
     {"name": "meshguard ratelimit high limit, worker_batch 32 (wasm)", "group": "ratelimit",
      "needs": {"dist/ratelimit.wasm": "make build"},
      "filters": lambda: [wasm_filter("ratelimit", repo_path("dist/ratelimit.wasm"),
@@ -607,6 +615,7 @@ VARIANTS = [
     floor_variant("floor: log line after a record's reads (wasm)", "accesslog", "log-read"),
 ]
 BASELINE = VARIANTS[0]["name"]
+NOOP = "wasm no-op (Rust SDK)"
 
 
 def free_port():
@@ -1010,7 +1019,9 @@ def table(meta, variants, conns, summary):
 
 # Comparisons taken per round from the side-by-side runs (so the machine's
 # load moves both sides alike): ("ratio", a, b) is a's added CPU over no
-# filter divided by b's; ("diff", a, b) is a's CPU per request minus b's.
+# filter divided by b's; ("diff", a, b) is a's CPU per request minus b's;
+# ("beyond_noop", a, b) is a's CPU beyond the wasm no-op's (a floor's host
+# calls without the SDK's per-stream callbacks) divided by b's added CPU.
 PAIRED = [
     ("ratio", "meshguard accesslog (wasm, log line)", "native JSON access log (file)"),
     ("ratio", "meshguard accesslog (wasm, line below log level)", "native JSON access log (file)"),
@@ -1021,10 +1032,15 @@ PAIRED = [
     ("ratio", "floor: log line, nothing read (wasm)", "native JSON access log (file)"),
     ("ratio", "floor: log line after a record's reads (wasm)", "native JSON access log (file)"),
     ("ratio", "floor: a record's reads, no line (wasm)", "native JSON access log (file)"),
+    ("beyond_noop", "floor: log line, nothing read (wasm)", "native JSON access log (file)"),
+    ("beyond_noop", "floor: a record's reads, no line (wasm)", "native JSON access log (file)"),
+    ("beyond_noop", "floor: log line after a record's reads (wasm)", "native JSON access log (file)"),
     ("diff", "meshguard accesslog (wasm, line below log level)", "floor: a record's reads, no line (wasm)"),
     ("diff", "meshguard accesslog (wasm, log line)", "floor: log line after a record's reads (wasm)"),
     ("ratio", "meshguard ratelimit high limit (wasm)", "wasm no-op (Rust SDK)"),
     ("ratio", "meshguard ratelimit high limit, worker_batch 32 (wasm)", "wasm no-op (Rust SDK)"),
+    ("ratio", "meshguard ratelimit high limit, opt-level 3 build (wasm)", "wasm no-op (Rust SDK)"),
+    ("diff", "meshguard ratelimit high limit (wasm)", "meshguard ratelimit high limit, opt-level 3 build (wasm)"),
     ("ratio", "floor: exact bucket, one header lookup (wasm)", "wasm no-op (Rust SDK)"),
     ("ratio", "floor: exact bucket, header map (wasm)", "wasm no-op (Rust SDK)"),
     ("diff", "meshguard ratelimit high limit (wasm)", "floor: exact bucket, header map (wasm)"),
@@ -1034,6 +1050,7 @@ PAIRED = [
     ("ratio", "meshguard authn ext-auth every call (wasm)", "native ext_authz (HTTP service)"),
     ("ratio", "lua + httpCall (the design authn replaces)", "native ext_authz (HTTP service)"),
     ("ratio", "floor: auth callout (wasm)", "native ext_authz (HTTP service)"),
+    ("beyond_noop", "floor: auth callout (wasm)", "native ext_authz (HTTP service)"),
     ("diff", "meshguard authn ext-auth every call (wasm)", "floor: auth callout (wasm)"),
 ]
 
@@ -1041,11 +1058,14 @@ PAIRED = [
 def paired_table(variants, conns, side):
     lines = ["Per-round comparisons (side-by-side runs; median of the rounds (min–max)): "
              "ratio = the first's added CPU over no filter ÷ the second's; "
-             "difference = the first's CPU µs/req − the second's.", "",
+             "difference = the first's CPU µs/req − the second's; "
+             "(a − no-op) ÷ b = a's CPU beyond the wasm no-op's ÷ b's added CPU.", "",
              "| comparison | conns | value | rounds |", "|---|---:|---:|---|"]
     any_row = False
     for kind, a, b in PAIRED:
         if a not in variants or b not in variants:
+            continue
+        if kind == "beyond_noop" and NOOP not in variants:
             continue
         for c in conns:
             xa = [r["cpu_us"] for r in side[(a, c)]]
@@ -1054,6 +1074,10 @@ def paired_table(variants, conns, side):
             if kind == "ratio":
                 vals = [(p - n) / (q - n) for p, q, n in zip(xa, xb, base) if q - n > 0.5]
                 label, digits = f"{a} ÷ {b} (added CPU)", 2
+            elif kind == "beyond_noop":
+                noop = [r["cpu_us"] for r in side[(NOOP, c)]]
+                vals = [(p - o) / (q - n) for p, o, q, n in zip(xa, noop, xb, base) if q - n > 0.5]
+                label, digits = f"({a} − {NOOP}) ÷ {b} (added CPU)", 2
             else:
                 vals = [p - q for p, q in zip(xa, xb)]
                 label, digits = f"{a} − {b} (µs/req)", 1
