@@ -6,6 +6,19 @@
 //! instruction count (`tests/src/fuel.rs`).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+/// With `MESHGUARD_FUEL_TRACE` set, every crossing prints `TRACE <what>
+/// <fuel left>` to stderr: callbacks on entry (`>proxy_on_…`) and exit
+/// (`<proxy_on_…`), host calls by import, and the host's allocations in the
+/// guest (`alloc-in`, `alloc-out`). Consecutive lines' difference is the
+/// guest instructions between two crossings: where a path's cost goes
+/// (`MESHGUARD_FUEL_TRACE=1 cargo bench -p meshguard-e2e --bench fuel --
+/// ratelimit 2>trace.txt`).
+pub(crate) fn trace_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("MESHGUARD_FUEL_TRACE").is_some())
+}
 
 /// Counts since the VM started; take two and subtract ([`Crossings::since`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
