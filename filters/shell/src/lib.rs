@@ -18,6 +18,7 @@
 //! meshguard_shell::module!(StageA, StageB);
 //! ```
 
+mod alloc;
 #[cfg(target_arch = "wasm32")]
 mod proxy;
 #[cfg(target_arch = "wasm32")]
@@ -26,6 +27,9 @@ mod wasm;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use wasm::{allocate, install, install_log_only, install_no_log, Shell};
+
+#[doc(hidden)]
+pub use alloc::SizeClasses;
 
 /// Defines the module's exports (`_initialize`, the proxy-wasm callbacks)
 /// running these stages, in order, as one chain. Use it once, in a cdylib
@@ -84,6 +88,10 @@ macro_rules! module {
             #[allow(unused_imports)]
             use super::*;
             type C = ($($stage,)+);
+
+            /// Size-class free lists over dlmalloc (`meshguard_shell::alloc`).
+            #[global_allocator]
+            static ALLOC: $crate::SizeClasses = $crate::SizeClasses::new();
 
             ::std::thread_local! {
                 static SHELL: ::std::cell::RefCell<$crate::Shell<C>> =
