@@ -223,24 +223,70 @@ pub fn stored_key(raw: Vec<u8>) -> Vec<u8> {
 }
 
 /// The slot of `key` among `slots`, for rule `rule`. A fixed hash: every
-/// worker (and every restart) must pick the same slot for a key.
+/// worker (and every restart) must pick the same slot for a key. Not a
+/// secret one: with at most `max_keys` slots, a key landing in a chosen
+/// slot is found by trying that many keys whatever the hash, so a keyed
+/// hash would buy nothing here (a colliding key only takes over the slot's
+/// tokens: it never admits more; see the module notes). It runs on every
+/// request: a word at a time, no SipHash rounds.
 pub fn slot_of(rule: usize, key: &[u8], slots: u32) -> u32 {
     if slots <= 1 {
         return 0;
     }
-    let mut h = SipHasher13::new_with_keys(0x6d67_726c_736c_6f74, rule as u64);
-    h.write(key);
-    (h.finish() % u64::from(slots)) as u32
+    let h = mix_hash(rule as u64, key);
+    // Range reduction by a multiply and a shift (no division): the high
+    // half of a uniform 32-bit value times `slots`.
+    (((h >> 32) * u64::from(slots)) >> 32) as u32
 }
 
-/// `<prefix><rule>.<slot>`; the prefix names the plugin ([`slot_prefix`]).
-/// Built without `format!`: it runs on every request.
-pub fn slot_key(prefix: &str, rule: usize, slot: u32) -> String {
-    let mut out = String::with_capacity(prefix.len() + 16);
+/// A 64-bit hash of `bytes`: each 8-byte word multiplied in, then
+/// MurmurHash3's finalizer, so every input bit reaches every output bit.
+fn mix_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (seed ^ 0x6d67_726c_736c_6f74) ^ (bytes.len() as u64).wrapping_mul(K);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(31);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        if let Some(to) = b.get_mut(..rest.len()) {
+            to.copy_from_slice(rest);
+        }
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(31);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// `<prefix><rule>.` : the part of a rule's slot keys before the slot
+/// number ([`slot_key_into`]).
+pub fn rule_prefix(prefix: &str, rule: usize) -> String {
+    let mut out = String::with_capacity(prefix.len() + 8);
     out.push_str(prefix);
     meshguard_common::num::push_u64(&mut out, rule as u64);
     out.push('.');
-    meshguard_common::num::push_u64(&mut out, u64::from(slot));
+    out
+}
+
+/// `<prefix><rule>.<slot>` into `out` (cleared first), from the rule's
+/// [`rule_prefix`]: the hot path reuses one buffer.
+pub fn slot_key_into(out: &mut String, rule_prefix: &str, slot: u32) {
+    out.clear();
+    out.push_str(rule_prefix);
+    meshguard_common::num::push_u64(out, u64::from(slot));
+}
+
+/// `<prefix><rule>.<slot>`; the prefix names the plugin ([`slot_prefix`]).
+pub fn slot_key(prefix: &str, rule: usize, slot: u32) -> String {
+    let mut out = String::new();
+    slot_key_into(&mut out, &rule_prefix(prefix, rule), slot);
     out
 }
 
@@ -255,33 +301,35 @@ pub fn slot_prefix(plugin_name: Option<&[u8]>) -> String {
 }
 
 pub fn encode(fingerprint: u64, b: &Bucket, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + key.len());
-    out.push(VERSION);
-    out.extend_from_slice(&fingerprint.to_le_bytes());
-    out.extend_from_slice(&b.level.to_le_bytes());
-    out.extend_from_slice(&b.last_ns.to_le_bytes());
-    out.extend_from_slice(key);
+    let mut out = Vec::new();
+    encode_into(&mut out, fingerprint, b, key);
     out
 }
 
-fn u64_at(v: &[u8], at: usize) -> Option<u64> {
-    v.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
+/// [`encode`] into `out` (cleared first): the hot path reuses one buffer.
+pub fn encode_into(out: &mut Vec<u8>, fingerprint: u64, b: &Bucket, key: &[u8]) {
+    let mut head = [0u8; HEADER];
+    head[0] = VERSION;
+    head[1..9].copy_from_slice(&fingerprint.to_le_bytes());
+    head[9..17].copy_from_slice(&b.level.to_le_bytes());
+    head[17..25].copy_from_slice(&b.last_ns.to_le_bytes());
+    out.clear();
+    out.reserve(HEADER + key.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(key);
 }
 
 /// (fingerprint, bucket, stored key); `None` for an empty or foreign value.
 pub fn decode(v: &[u8]) -> Option<(u64, Bucket, &[u8])> {
-    if v.first() != Some(&VERSION) {
+    let (head, key) = v.split_first_chunk::<HEADER>()?;
+    let [version, f0, f1, f2, f3, f4, f5, f6, f7, l0, l1, l2, l3, l4, l5, l6, l7, t0, t1, t2, t3, t4, t5, t6, t7] =
+        *head;
+    if version != VERSION || key.is_empty() {
         return None;
     }
-    let fp = u64_at(v, 1)?;
-    let level = u64_at(v, 9)?;
-    let last_ns = u64_at(v, 17)?;
-    let key = v.get(HEADER..)?;
-    if key.is_empty() {
-        return None;
-    }
+    let fp = u64::from_le_bytes([f0, f1, f2, f3, f4, f5, f6, f7]);
+    let level = u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+    let last_ns = u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]);
     Some((fp, Bucket { level, last_ns }, key))
 }
 

@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use meshguard_common::num::push_u64;
+
 /// Longest text an address entry may have (`[v6]:port` with a zone fits).
 const MAX_ENTRY: usize = 64;
 
@@ -47,13 +49,87 @@ pub fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 /// as its `prefix`-bit network (`2001:db8:1:2::/64`): one host usually
 /// owns a whole /64, so keying by address would let it rotate.
 pub fn key_text(ip: IpAddr, ipv6_prefix: u8) -> String {
+    let mut out = String::with_capacity(48);
     match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(v4) => push_v4(&mut out, v4.octets()),
         IpAddr::V6(v6) => {
             let prefix = u32::from(ipv6_prefix.clamp(1, 128));
             let bits = u128::from(v6);
             let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
-            format!("{}/{prefix}", Ipv6Addr::from(bits & mask))
+            push_v6(&mut out, Ipv6Addr::from(bits & mask));
+            out.push('/');
+            push_u64(&mut out, u64::from(prefix));
+        }
+    }
+    out
+}
+
+// The text is what `Display` prints (RFC 5952; tests compare the two over
+// many addresses), written out here because `core::fmt`'s IPv6 printer is
+// 2 KB of the module's 200 KB budget.
+
+fn push_v4(out: &mut String, [a, b, c, d]: [u8; 4]) {
+    for (i, n) in [a, b, c, d].into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_u64(out, u64::from(n));
+    }
+}
+
+/// RFC 5952: lowercase hex groups without leading zeros, the longest run
+/// of two or more zero groups (the first of equals) as `::`, and an
+/// IPv4-mapped address as `::ffff:a.b.c.d`.
+fn push_v6(out: &mut String, ip: Ipv6Addr) {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        out.push_str("::ffff:");
+        push_v4(out, v4.octets());
+        return;
+    }
+    let groups = ip.segments();
+    // The longest run of zero groups: (start, length).
+    let (mut best, mut run) = ((0usize, 0usize), (0usize, 0usize));
+    for (i, g) in groups.iter().enumerate() {
+        if *g == 0 {
+            if run.1 == 0 {
+                run.0 = i;
+            }
+            run.1 += 1;
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run.1 = 0;
+        }
+    }
+    let (skip_from, skip_to) = if best.1 >= 2 {
+        (best.0, best.0 + best.1)
+    } else {
+        (usize::MAX, usize::MAX)
+    };
+    for (i, g) in groups.iter().enumerate() {
+        if i == skip_from {
+            out.push_str("::");
+            continue;
+        }
+        if i > skip_from && i < skip_to {
+            continue;
+        }
+        if i > 0 && i != skip_to {
+            out.push(':');
+        }
+        push_hex(out, *g);
+    }
+}
+
+fn push_hex(out: &mut String, g: u16) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut started = false;
+    for shift in [12u32, 8, 4, 0] {
+        let d = usize::from((g >> shift) & 0xf);
+        if d != 0 || started || shift == 0 {
+            started = true;
+            out.push(char::from(DIGITS.get(d).copied().unwrap_or(b'0')));
         }
     }
 }
@@ -115,5 +191,52 @@ mod tests {
         );
         // IPv4-mapped is the IPv4 client.
         assert_eq!(xff("::ffff:192.0.2.1", 1).as_deref(), Some("192.0.2.1"));
+    }
+
+    #[test]
+    fn key_text_prints_what_display_prints() {
+        let mut addrs: Vec<Ipv6Addr> = vec![
+            Ipv6Addr::UNSPECIFIED,
+            Ipv6Addr::LOCALHOST,
+            "1::".parse().unwrap(),
+            "1:0:0:1::".parse().unwrap(),
+            "1:0:1:0:1:0:1:0".parse().unwrap(),
+            "0:0:1:0:0:1:0:0".parse().unwrap(),
+            "1:0:0:2:0:0:0:3".parse().unwrap(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            "::ffff:192.0.2.1".parse().unwrap(),
+            "::192.0.2.1".parse().unwrap(),
+            "64:ff9b::192.0.2.1".parse().unwrap(),
+        ];
+        // Every pattern of zero and non-zero groups, with varied digits.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for zeros in 0u32..256 {
+            let mut g = [0u16; 8];
+            for (i, slot) in g.iter_mut().enumerate() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if zeros & (1 << i) == 0 {
+                    *slot = (x as u16) >> (x % 16);
+                    if *slot == 0 {
+                        *slot = 1;
+                    }
+                }
+            }
+            addrs.push(Ipv6Addr::from(g));
+        }
+        for a in addrs {
+            let mut got = String::new();
+            push_v6(&mut got, a);
+            assert_eq!(got, a.to_string(), "{:?}", a.segments());
+        }
+        for v4 in ["0.0.0.0", "255.255.255.255", "10.0.0.1", "192.168.100.200"] {
+            let ip: IpAddr = v4.parse().unwrap();
+            assert_eq!(key_text(ip, 64), v4);
+        }
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(key_text(v6, 48), "2001:db8:1::/48");
+        assert_eq!(key_text(v6, 0), "::/1");
+        assert_eq!(key_text(v6, 200), "2001:db8:1:2:3:4:5:6/128");
     }
 }

@@ -5,7 +5,8 @@
 //! Over the limit: 429 with `Retry-After` and rate-limit headers; shadow
 //! rules only count and log.
 //!
-//! Plain Rust, no proxy-wasm: `config` (the schema), `bucket` (integer
+//! Plain Rust, no proxy-wasm: `config` (the schema, crate
+//! `meshguard-ratelimit-config`), `bucket` (integer
 //! token buckets and their shared-data slots), `client_ip`
 //! (`x-forwarded-for` with trusted hops), `stage` (the stage). The wasm
 //! module is `wasm/` (one line: `meshguard_shell::module!(RateLimit)`).
@@ -14,9 +15,11 @@
 
 pub mod bucket;
 pub mod client_ip;
-pub mod config;
 pub mod rls;
 pub mod stage;
 
 pub use config::RateLimitConfig;
+/// The config schema, in its own crate (`filters/ratelimit/config`) so it
+/// is compiled for size and the per-request code for speed.
+pub use meshguard_ratelimit_config as config;
 pub use stage::RateLimit;

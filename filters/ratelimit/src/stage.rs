@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use meshguard_common::config::{ConfigError, JsonPath};
 use meshguard_common::headers::{host_without_port, HostPattern};
@@ -150,10 +150,22 @@ struct Vm {
     sweep_next: u64,
     /// The slot keys' prefix, read once from the plugin's name.
     prefix: Option<Rc<str>>,
+    /// Per rule, its slot keys up to the slot number (`bucket::rule_prefix`).
+    rule_prefixes: Vec<Rc<str>>,
+    /// Buffers the hot path reuses: no allocation per request for them.
+    bufs: Bufs,
     /// Tokens taken from shared buckets and not spent yet: (rule, stored
     /// key, tokens), at most [`MAX_BATCHED_KEYS`]; given back at the next
     /// tick. A short list: the keys hot enough to batch.
     batches: Vec<(usize, Vec<u8>, Batch)>,
+}
+
+/// A slot key and a bucket value being built, reused from request to
+/// request (taken out of [`Vm`] while host calls run).
+#[derive(Default)]
+struct Bufs {
+    skey: String,
+    value: Vec<u8>,
 }
 
 /// Tokens one worker holds for one key.
@@ -204,13 +216,6 @@ pub struct PerRequest {
     global_headers: Vec<(String, Vec<u8>)>,
 }
 
-fn now_ns(host: &dyn Host) -> u64 {
-    host.now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// How a bucket lookup ended.
 enum Outcome {
     Taken(Taken),
@@ -225,6 +230,15 @@ impl Stage for RateLimit {
     type Config = RateLimitConfig;
     type PerRequest = PerRequest;
 
+    #[inline(never)]
+    fn parse_config(
+        value: serde_json::Value,
+        at: &JsonPath,
+    ) -> Result<RateLimitConfig, ConfigError> {
+        RateLimitConfig::from_value_at(value, at)
+    }
+
+    #[inline(never)]
     fn build(
         config: RateLimitConfig,
         at: &JsonPath,
@@ -293,6 +307,8 @@ impl Stage for RateLimit {
                 counts: vec![[0; 3]; rules.len()],
                 sweep_next: 0,
                 prefix: None,
+                rule_prefixes: Vec::new(),
+                bufs: Bufs::default(),
                 batches: Vec::new(),
             }),
             rules,
@@ -497,6 +513,31 @@ impl RateLimit {
         p
     }
 
+    /// Rule `ri`'s slot-key prefix (`bucket::rule_prefix`), built for
+    /// every rule on first use.
+    fn rule_prefix(&self, ri: usize, host: &dyn Host) -> Rc<str> {
+        if let Some(p) = self
+            .vm
+            .try_borrow()
+            .ok()
+            .and_then(|vm| vm.rule_prefixes.get(ri).cloned())
+        {
+            return p;
+        }
+        let prefix = self.slot_prefix(host);
+        let all: Vec<Rc<str>> = (0..self.rules.len())
+            .map(|i| bucket::rule_prefix(&prefix, i).into())
+            .collect();
+        let p = all
+            .get(ri)
+            .cloned()
+            .unwrap_or_else(|| bucket::rule_prefix(&prefix, ri).into());
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.rule_prefixes = all;
+        }
+        p
+    }
+
     fn batch(&self, rule: usize, what: usize) {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             if let Some(c) = vm.counts.get_mut(rule).and_then(|c| c.get_mut(what)) {
@@ -605,10 +646,19 @@ impl RateLimit {
         now: &mut Option<u64>,
         cx: &mut Cx<'_>,
     ) -> Outcome {
-        let prefix = self.slot_prefix(cx.host());
-        let now = *now.get_or_insert_with(|| now_ns(cx.host()));
+        let prefix = self.rule_prefix(ri, cx.host());
+        let now = *now.get_or_insert_with(|| cx.host().now_ns());
         let want = self.want(rule);
-        let (outcome, evicted, created) = take_in(&prefix, ri, rule, &key, now, want, cx.host());
+        let mut bufs = self
+            .vm
+            .try_borrow_mut()
+            .map(|mut vm| std::mem::take(&mut vm.bufs))
+            .unwrap_or_default();
+        let (outcome, evicted, created) =
+            take_in(&prefix, ri, rule, &key, now, want, cx.host(), &mut bufs);
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.bufs = bufs;
+        }
         if evicted {
             cx.count(self.m.evictions);
         }
@@ -678,9 +728,9 @@ impl RateLimit {
             Ok(mut vm) if !vm.batches.is_empty() => std::mem::take(&mut vm.batches),
             _ => return,
         };
-        let prefix = self.slot_prefix(cx.host());
         for (ri, key, b) in batches {
             if let (Some(rule), true) = (self.rules.get(ri), b.tokens > 0) {
+                let prefix = self.rule_prefix(ri, cx.host());
                 give_back_in(&prefix, ri, rule, &key, b.tokens, cx.host());
             }
         }
@@ -693,7 +743,7 @@ impl RateLimit {
             return;
         }
         let prefix = self.slot_prefix(cx.host());
-        let now = now_ns(cx.host());
+        let now = cx.host().now_ns();
         let n = self
             .total_slots
             .min(SWEEP_MIN.max(self.total_slots / SWEEP_PASS_TICKS));
@@ -800,20 +850,23 @@ impl RateLimit {
 /// [`RateLimit::take`] against the host: up to `want` tokens (at least
 /// one, or refused). Returns (outcome, another key's bucket was taken
 /// over, a bucket went into a free slot).
+#[allow(clippy::too_many_arguments)]
 fn take_in(
-    prefix: &str,
+    rule_prefix: &str,
     ri: usize,
     rule: &Rule,
     key: &[u8],
     now: u64,
     want: u64,
     host: &mut dyn Host,
+    bufs: &mut Bufs,
 ) -> (Outcome, bool, bool) {
     let slot = bucket::slot_of(ri, key, rule.slots);
-    let skey = bucket::slot_key(prefix, ri, slot);
+    bucket::slot_key_into(&mut bufs.skey, rule_prefix, slot);
+    let skey = bufs.skey.as_str();
     let mut created_placeholder = false;
     for _ in 0..CAS_TRIES {
-        let Some((value, cas)) = host.shared_get(&skey) else {
+        let Some((value, cas)) = host.shared_get(skey) else {
             // A never-used slot: it gets an empty value (a free slot) only
             // if still absent — an unconditional write here could wipe a
             // bucket another worker just put in (tokens spent, forgotten) —
@@ -822,7 +875,7 @@ fn take_in(
                 return (Outcome::Error, false, false);
             }
             created_placeholder = true;
-            match host.shared_set(&skey, &[], CREATE_ONLY) {
+            match host.shared_set(skey, &[], CREATE_ONLY) {
                 SharedWrite::Written | SharedWrite::CasMismatch => continue,
                 SharedWrite::Failed => return (Outcome::Error, false, false),
             }
@@ -842,7 +895,8 @@ fn take_in(
             // Nothing spent: nothing to write.
             return (Outcome::Taken(taken), false, false);
         }
-        match host.shared_set(&skey, &bucket::encode(rule.fingerprint, &next, key), cas) {
+        bucket::encode_into(&mut bufs.value, rule.fingerprint, &next, key);
+        match host.shared_set(skey, &bufs.value, cas) {
             SharedWrite::Written if got > 1 => {
                 return (Outcome::Batch(taken, got), evicting, new_bucket)
             }
@@ -863,7 +917,7 @@ fn take_in(
 /// bucket or nothing (swept: it was full), or the compare-and-swap keeps
 /// losing, they are dropped: fewer admitted, never more.
 fn give_back_in(
-    prefix: &str,
+    rule_prefix: &str,
     ri: usize,
     rule: &Rule,
     key: &[u8],
@@ -871,7 +925,8 @@ fn give_back_in(
     host: &mut dyn Host,
 ) {
     let slot = bucket::slot_of(ri, key, rule.slots);
-    let skey = bucket::slot_key(prefix, ri, slot);
+    let mut skey = String::new();
+    bucket::slot_key_into(&mut skey, rule_prefix, slot);
     for _ in 0..CAS_TRIES {
         let Some((value, cas)) = host.shared_get(&skey) else {
             return;
@@ -959,7 +1014,16 @@ mod tests {
             next_cas: 0,
             other: Some(bucket::encode(rule.fingerprint, &spent, key)),
         };
-        let (outcome, _, _) = take_in("meshguard.rl.", 0, rule, key, now, 1, &mut host);
+        let (outcome, _, _) = take_in(
+            "meshguard.rl.0.",
+            0,
+            rule,
+            key,
+            now,
+            1,
+            &mut host,
+            &mut Bufs::default(),
+        );
         let Outcome::Taken(t) = outcome else {
             panic!("no decision");
         };

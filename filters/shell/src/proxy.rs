@@ -56,6 +56,10 @@ impl Host for HostProxy {
             .unwrap_or(UNIX_EPOCH)
     }
 
+    fn now_ns(&self) -> u64 {
+        raw::now_nanos().unwrap_or(0)
+    }
+
     fn random(&mut self, buf: &mut [u8]) -> bool {
         getrandom::fill(buf).is_ok()
     }

@@ -6,7 +6,7 @@
 //! pluginConfig (`$`). A longer chain takes one object keyed by each stage's
 //! [`Stage::CONFIG_KEY`]; errors name `$.<key>…`, and unknown keys are errors.
 
-use meshguard_common::config::{from_value_at, parse_json_at, ConfigError, JsonPath};
+use meshguard_common::config::{parse_json_at, ConfigError, JsonPath};
 
 use crate::host::{MetricsRegistry, Token};
 use crate::message::{Request, Response};
@@ -68,7 +68,7 @@ pub fn build_stage<S: Stage>(
     at: &JsonPath,
     metrics: &mut dyn MetricsRegistry,
 ) -> Result<S, ConfigError> {
-    let config: S::Config = from_value_at(value, at)?;
+    let config = S::parse_config(value, at)?;
     S::build(config, at, metrics)
 }
 

@@ -107,6 +107,14 @@ pub const CREATE_ONLY: u32 = u32::MAX;
 pub trait Host {
     /// Wall-clock time as the proxy sees it.
     fn now(&self) -> SystemTime;
+    /// [`Host::now`] in nanoseconds since the Unix epoch (0 before it), as
+    /// the proxy hands it over: hot paths skip the `SystemTime` round trip.
+    fn now_ns(&self) -> u64 {
+        self.now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
     /// Fills `buf` with random bytes; false if no randomness is available.
     fn random(&mut self, buf: &mut [u8]) -> bool;
     /// Value and CAS token of a shared-data key, shared by every worker.

@@ -273,6 +273,16 @@ pub trait Stage: Sized + 'static {
     type Config: DeserializeOwned;
     type PerRequest: Default;
 
+    /// Reads this stage's section of the config into [`Stage::Config`],
+    /// every error naming its JSON path. Stages override it with this same
+    /// body (and `#[inline(never)]`) so that the parse and its serde code
+    /// are compiled in the stage's own crate, at that crate's opt-level:
+    /// the default is generic, so it would be compiled in the module's
+    /// crate, whose opt-level is chosen for the per-request code.
+    fn parse_config(value: serde_json::Value, at: &JsonPath) -> Result<Self::Config, ConfigError> {
+        meshguard_common::config::from_value_at(value, at)
+    }
+
     /// Validates `config` (which sits at `at` in the document: `$` alone,
     /// `$.ab_routing` in a chain) and compiles it; defines metrics.
     fn build(

@@ -327,6 +327,14 @@ impl RateLimitConfig {
         Ok(config)
     }
 
+    /// Reads a config section at `at` (not yet validated: the stage's
+    /// build calls [`RateLimitConfig::validate_at`]). Not generic and never
+    /// inlined, so the serde code is compiled in this crate (for size).
+    #[inline(never)]
+    pub fn from_value_at(value: serde_json::Value, at: &JsonPath) -> Result<Self, ConfigError> {
+        meshguard_common::config::from_value_at(value, at)
+    }
+
     /// Semantic checks serde cannot express, for a config at `root`.
     pub fn validate_at(&self, root: &JsonPath) -> Result<(), ConfigError> {
         let rules = root.field("rules");
