@@ -151,6 +151,7 @@ pub struct PairsView<'a> {
     entries: Vec<(usize, usize, usize, usize)>,
 }
 
+#[inline]
 fn word(buf: &[u8], at: usize) -> Option<usize> {
     let b = buf.get(at..at.checked_add(4)?)?;
     let arr: [u8; 4] = b.try_into().ok()?;
@@ -159,7 +160,11 @@ fn word(buf: &[u8], at: usize) -> Option<usize> {
 
 impl<'a> PairsView<'a> {
     /// Checks the whole encoding once; `None` if it is inconsistent. An
-    /// empty buffer is an empty map.
+    /// empty buffer is an empty map. `#[inline]` (as the lookups): compiled
+    /// in the crate that reads headers, at that crate's opt-level (the
+    /// stage pipeline's, 3), not this crate's (`z` in the size-budgeted
+    /// modules).
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Option<Self> {
         if buf.is_empty() {
             return Some(Self::empty());
@@ -242,6 +247,7 @@ impl HeaderSource for PairsView<'_> {
 
     /// Rejects entries by key length before touching their bytes: most
     /// lookups compare one or two keys, not every header.
+    #[inline]
     fn first(&self, name: &str) -> Option<&[u8]> {
         let want = name.as_bytes();
         let buf = self.buf;

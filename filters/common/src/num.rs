@@ -16,8 +16,9 @@ pub fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for d in buf.get(i..).unwrap_or_default() {
-        out.push(char::from(*d));
+    // ASCII digits: one copy, no per-character UTF-8 encoding.
+    if let Ok(digits) = std::str::from_utf8(buf.get(i..).unwrap_or_default()) {
+        out.push_str(digits);
     }
 }
 

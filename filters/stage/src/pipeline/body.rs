@@ -61,7 +61,7 @@ impl<C: Chain> Stream<C> {
     ) -> Flow {
         if held {
             let raw = p.headers(MapKind::Request);
-            let Some(view) = raw.as_deref().and_then(PairsView::parse) else {
+            let Some(view) = raw.as_deref().and_then(super::parse_view) else {
                 return self.headers_unreadable(chain, p, sc);
             };
             return self.run_body_with(chain, p, sc, from, true, &view);

@@ -203,7 +203,7 @@ impl<C: Chain> Stream<C> {
             return;
         }
         let (raw_headers, body) = read_answer(p, num_headers, body_size);
-        let reply_headers = PairsView::parse(&raw_headers).unwrap_or_else(PairsView::empty);
+        let reply_headers = parse_view(&raw_headers).unwrap_or_else(PairsView::empty);
         let reply = reply_of(num_headers, body_size, &reply_headers, &body);
         self.deliver(chain, p, sc, stage, part, reply);
     }
@@ -263,7 +263,7 @@ impl<C: Chain> Stream<C> {
                     .held_headers
                     .take()
                     .or_else(|| p.headers(MapKind::Request));
-                let parsed = raw.as_deref().and_then(PairsView::parse);
+                let parsed = raw.as_deref().and_then(parse_view);
                 let empty = PairsView::empty();
                 let view = parsed.as_ref().unwrap_or(&empty);
                 let step = {
@@ -290,7 +290,7 @@ impl<C: Chain> Stream<C> {
                 } else {
                     None
                 };
-                let parsed = raw.as_deref().and_then(PairsView::parse);
+                let parsed = raw.as_deref().and_then(parse_view);
                 let empty = PairsView::empty();
                 let view = parsed.as_ref().unwrap_or(&empty);
                 let step = {
@@ -325,7 +325,7 @@ impl<C: Chain> Stream<C> {
         };
         let view = raw
             .as_deref()
-            .and_then(PairsView::parse)
+            .and_then(parse_view)
             .unwrap_or_else(PairsView::empty);
         sc.edits.clear();
         for i in 0..C::LEN {
@@ -346,8 +346,8 @@ impl<C: Chain> Stream<C> {
         }
         let rq_raw = p.headers(MapKind::Request).unwrap_or_default();
         let rs_raw = p.headers(MapKind::Response).unwrap_or_default();
-        let request = PairsView::parse(&rq_raw).unwrap_or_else(PairsView::empty);
-        let response = PairsView::parse(&rs_raw).unwrap_or_else(PairsView::empty);
+        let request = parse_view(&rq_raw).unwrap_or_else(PairsView::empty);
+        let response = parse_view(&rs_raw).unwrap_or_else(PairsView::empty);
         let facts = std::mem::take(&mut self.facts);
         for i in (0..C::LEN).filter(|i| chain.needs(*i).log) {
             let view = LogView {
@@ -375,7 +375,7 @@ impl<C: Chain> Stream<C> {
         first: bool,
         raw: Option<Vec<u8>>,
     ) -> Flow {
-        let Some(view) = raw.as_deref().and_then(PairsView::parse) else {
+        let Some(view) = raw.as_deref().and_then(parse_view) else {
             return self.headers_unreadable(chain, p, sc);
         };
         if first {
@@ -524,6 +524,14 @@ impl<C: Chain> Stream<C> {
     fn flush<P: Proxy>(&mut self, p: &mut P, sc: &mut Scratch) {
         sc.bumps.drain(|id, delta| p.bump(id, delta));
     }
+}
+
+/// [`PairsView::parse`] compiled here, once, at this crate's opt-level: the
+/// pipeline's generic code is compiled in each module's crate, which is
+/// built for size.
+#[inline(never)]
+pub(super) fn parse_view(buf: &[u8]) -> Option<PairsView<'_>> {
+    PairsView::parse(buf)
 }
 
 /// Records removals of every owned header the client sent, in one pass.

@@ -69,7 +69,7 @@ impl Root {
         };
         let (_, stage) = self.pending.swap_remove(pos);
         let (raw, body) = read_answer(p, num_headers, body_size);
-        let headers = PairsView::parse(&raw).unwrap_or_else(PairsView::empty);
+        let headers = super::parse_view(&raw).unwrap_or_else(PairsView::empty);
         let reply = reply_of(num_headers, body_size, &headers, &body);
         let dispatched = {
             let mut cx = RootCx::new(p, &mut self.bumps);
