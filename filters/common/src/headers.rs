@@ -257,7 +257,9 @@ impl HeaderSource for PairsView<'_> {
                 ke.wrapping_sub(*ks) == want.len()
                     && buf
                         .get(*ks..*ke)
-                        .is_some_and(|k| k.eq_ignore_ascii_case(want))
+                        // Envoy hands over lowercase names: the exact
+                        // compare decides most lookups.
+                        .is_some_and(|k| k == want || k.eq_ignore_ascii_case(want))
             })
             .and_then(|(_, _, vs, ve)| buf.get(*vs..*ve))
     }

@@ -326,6 +326,9 @@ impl Stage for RateLimit {
         Needs {
             // Batched counters, idle-bucket sweep, shadow summaries.
             tick: Some(Duration::from_secs(1)),
+            // Rate headers on allowed responses, and the rate-limit
+            // service's headers, are the hook's only work.
+            no_response_hook: !self.headers.on_allowed && self.global.is_none(),
             ..Needs::default()
         }
     }

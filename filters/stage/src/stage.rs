@@ -105,6 +105,11 @@ pub struct Needs {
     /// hook always runs; without this it sees an empty map, and can still
     /// add headers).
     pub response_headers: bool,
+    /// [`Stage::on_response_headers`] does nothing for this config (it
+    /// would add no header). When every stage of a chain says so, the
+    /// pipeline skips the response headers hook altogether: no map, no
+    /// edits, a few hundred guest instructions fewer per request.
+    pub no_response_hook: bool,
     /// Call [`Stage::on_log`] (with request and response headers read).
     pub log: bool,
     /// Call [`Stage::on_tick`] at this period.

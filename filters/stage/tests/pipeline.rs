@@ -759,3 +759,71 @@ fn ticks_run_at_each_stages_period_and_root_callouts_come_back_to_it() {
     d.tick();
     assert_eq!(d.proxy.calls.len(), 2);
 }
+
+/// Adds `x-seen` to every response; `quiet` declares (falsely, so the test
+/// can tell) that its response hook does nothing.
+struct Responder {
+    quiet: bool,
+}
+
+#[derive(Deserialize)]
+struct ResponderConfig {
+    quiet: bool,
+}
+
+impl Stage for Responder {
+    const NAME: &'static str = "responder";
+    const CONFIG_KEY: &'static str = "responder";
+    type Config = ResponderConfig;
+    type PerRequest = ();
+
+    fn build(
+        c: ResponderConfig,
+        _: &JsonPath,
+        _: &mut dyn MetricsRegistry,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self { quiet: c.quiet })
+    }
+    fn needs(&self) -> Needs {
+        Needs {
+            no_response_hook: self.quiet,
+            ..Needs::default()
+        }
+    }
+    fn on_request_headers(&self, _: &mut Request<'_>, _: &mut (), _: &mut Cx<'_>) -> Step {
+        Step::Continue
+    }
+    fn on_response_headers(&self, rs: &mut Response<'_>, _: &mut (), _: &mut Cx<'_>) {
+        rs.set("x-seen", "1");
+    }
+}
+
+#[test]
+fn a_chain_whose_response_hooks_do_nothing_skips_the_response_hook() {
+    let mut d = Driver::<(Responder,)>::new(br#"{"quiet": true}"#).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/")], true);
+    d.response(&mut s, &[(":status", "200")]);
+    assert!(d.proxy.host_edits.is_empty(), "{:?}", d.proxy.host_edits);
+
+    let mut d = Driver::<(Responder,)>::new(br#"{"quiet": false}"#).unwrap();
+    let (mut s, _) = d.request(&[(":path", "/")], true);
+    d.response(&mut s, &[(":status", "200")]);
+    assert_eq!(d.proxy.host_edits, vec!["response replace x-seen=1"]);
+}
+
+#[test]
+fn one_stage_with_response_work_runs_every_response_hook() {
+    let mut d =
+        Driver::<(Responder, Tagger)>::new(br#"{"responder": {"quiet": true}, "tagger": {}}"#)
+            .unwrap();
+    let (mut s, _) = d.request(&[(":path", "/")], true);
+    d.response(&mut s, &[(":status", "200")]);
+    assert!(
+        d.proxy
+            .host_edits
+            .iter()
+            .any(|e| e == "response replace x-seen=1"),
+        "{:?}",
+        d.proxy.host_edits
+    );
+}

@@ -318,6 +318,9 @@ impl<C: Chain> Stream<C> {
         sc: &mut Scratch,
     ) -> Flow {
         self.phase = Phase::Responding;
+        if sc.no_response_hooks {
+            return Flow::Continue;
+        }
         let raw = if sc.any_response_headers {
             p.headers(MapKind::Response)
         } else {

@@ -16,6 +16,8 @@ pub struct Scratch {
     /// What the chain's stages need, summed up once.
     pub(super) any_facts: bool,
     pub(super) any_response_headers: bool,
+    /// Every stage's response hook does nothing ([`crate::Needs::no_response_hook`]).
+    pub(super) no_response_hooks: bool,
     pub(super) any_log: bool,
     /// Every stage is [`crate::Needs::log_only`].
     pub(super) all_log_only: bool,
@@ -47,6 +49,7 @@ impl Scratch {
         let mut sc = Scratch {
             refused_metric: metrics.counter("meshguard_refused_header_edits"),
             all_log_only: true,
+            no_response_hooks: true,
             ..Scratch::default()
         };
         for i in 0..C::LEN {
@@ -56,6 +59,7 @@ impl Scratch {
             sc.all_log_only &= n.log_only && chain.owned_request_headers(i).is_empty();
             sc.any_facts |= n.facts;
             sc.any_response_headers |= n.response_headers;
+            sc.no_response_hooks &= n.no_response_hook && !n.response_headers;
             sc.any_log |= n.log;
             if let Some(limit) = n.request_body {
                 sc.body_stages |= 1u64.checked_shl(i as u32).unwrap_or(0);
