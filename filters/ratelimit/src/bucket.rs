@@ -223,12 +223,14 @@ pub fn stored_key(raw: Vec<u8>) -> Vec<u8> {
 }
 
 /// The slot of `key` among `slots`, for rule `rule`. A fixed hash: every
-/// worker (and every restart) must pick the same slot for a key. Not a
-/// secret one: with at most `max_keys` slots, a key landing in a chosen
-/// slot is found by trying that many keys whatever the hash, so a keyed
-/// hash would buy nothing here (a colliding key only takes over the slot's
-/// tokens: it never admits more; see the module notes). It runs on every
-/// request: a word at a time, no SipHash rounds.
+/// worker (and every restart) must pick the same slot for a key. Its
+/// constants are public (as SipHash's fixed keys were before it), so a
+/// client controlling a whole key can aim at another key's slot and share
+/// its tokens — never more than the limit (README, "Limits of the
+/// design"); what would stop that is a secret per-process seed, not a
+/// stronger function. It runs on every request: a word at a time, no
+/// SipHash rounds. Changing this function moves keys between slots (see
+/// README, "Known gaps", on upgrades).
 pub fn slot_of(rule: usize, key: &[u8], slots: u32) -> u32 {
     if slots <= 1 {
         return 0;

@@ -365,3 +365,37 @@ fn keys_past_the_batch_list_lose_no_tokens() {
     }
     assert!(admitted.iter().all(|n| *n == 100), "{admitted:?}");
 }
+
+/// Without rate headers on allowed responses and without a rate-limit
+/// service, the response hook has nothing to do and the pipeline skips it
+/// (`Needs::no_response_hook`): no response edit at all. With
+/// `on_allowed`, the hook runs and adds the headers.
+#[test]
+fn the_response_hook_runs_only_when_it_has_headers_to_add() {
+    let rule = r#""rules": [{"name": "r", "key": ["client_ip"], "limit": {"requests": 5, "per": "minute"}}]"#;
+    let mut quiet = driver(&format!("{{{rule}}}"));
+    let (status, headers, _) = send(&mut quiet, &[(":path", "/")], "10.0.0.1:1");
+    assert_eq!(status, 200);
+    assert_eq!(headers, [(":status".to_string(), "200".to_string())]);
+    assert!(
+        !quiet
+            .proxy
+            .host_edits
+            .iter()
+            .any(|e| e.starts_with("response")),
+        "{:?}",
+        quiet.proxy.host_edits
+    );
+
+    let mut shown = driver(&format!(
+        r#"{{"response_headers": {{"on_allowed": true}}, {rule}}}"#
+    ));
+    let (status, headers, _) = send(&mut shown, &[(":path", "/")], "10.0.0.1:1");
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "x-ratelimit-remaining" && v == "4"),
+        "{headers:?}"
+    );
+}

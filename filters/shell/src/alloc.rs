@@ -11,10 +11,12 @@
 //! the system allocator the first time. Larger blocks, and stricter
 //! alignments, go straight to the system allocator.
 //!
-//! Memory: a block is rounded up to its class (at most twice its size),
-//! and a freed small block stays in its class. A wasm module's memory never
-//! shrinks, so what dlmalloc would keep for reuse is kept here too, per
-//! class; the bound is the peak of live small blocks of each class.
+//! Memory: a block is rounded up to its class (at most twice its size). A
+//! freed small block stays on its class's list, up to [`KEEP_BYTES`] per
+//! class; past that it goes back to dlmalloc, which can merge it and reuse
+//! it for any size. So what the lists hold beyond the live blocks is at
+//! most 9 × 256 KiB, whatever sizes hostile traffic makes the module
+//! allocate in turn (a wasm module's memory never shrinks either way).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -27,6 +29,9 @@ const MIN_SHIFT: u32 = 4;
 pub const MAX_SMALL: usize = 16 << (CLASSES - 1);
 /// Every class block is aligned to this (and to its size, up to it).
 const ALIGN: usize = 16;
+/// Free bytes each class's list keeps; more go back to the backing
+/// allocator.
+pub const KEEP_BYTES: usize = 256 << 10;
 
 /// The size-class front over `B` (the system allocator in a module).
 pub struct SizeClasses<B: GlobalAlloc = System> {
@@ -34,6 +39,14 @@ pub struct SizeClasses<B: GlobalAlloc = System> {
     /// to the next.
     heads: UnsafeCell<[*mut u8; CLASSES]>,
     backing: B,
+}
+
+/// A block on a list: the next one, and how many blocks the list holds
+/// from this one down (so pushing reads one word and popping none).
+#[repr(C)]
+struct Free {
+    next: *mut u8,
+    depth: usize,
 }
 
 // SAFETY: a wasm module without the threads proposal runs on one thread:
@@ -86,8 +99,8 @@ fn class_layout(class: usize) -> Layout {
 }
 
 // SAFETY: small blocks are handed out once (popped off a list) until freed
-// (pushed back); each is at least 16 bytes and 16-aligned, so it holds the
-// list's pointer and meets any alignment up to 16. A freed block's layout
+// (pushed back); each is at least 16 bytes and 16-aligned, so it holds a
+// `Free` (two words) and meets any alignment up to 16. A freed block's layout
 // is the one it was allocated with (GlobalAlloc's contract), so it goes
 // back to the class it came from.
 unsafe impl<B: GlobalAlloc> GlobalAlloc for SizeClasses<B> {
@@ -99,22 +112,35 @@ unsafe impl<B: GlobalAlloc> GlobalAlloc for SizeClasses<B> {
         match heads.get_mut(class) {
             Some(head) if !head.is_null() => {
                 let block = *head;
-                *head = block.cast::<*mut u8>().read();
+                *head = (*block.cast::<Free>()).next;
                 block
             }
             _ => self.backing.alloc(class_layout(class)),
         }
     }
 
+    // One copy, called from every drop site, rather than inlined into each.
+    #[inline(never)]
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         let Some(class) = class_of(layout) else {
             return self.backing.dealloc(block, layout);
         };
         let heads = &mut *self.heads.get();
-        if let Some(head) = heads.get_mut(class) {
-            block.cast::<*mut u8>().write(*head);
-            *head = block;
+        let Some(head) = heads.get_mut(class) else {
+            return self.backing.dealloc(block, class_layout(class));
+        };
+        let depth = if head.is_null() {
+            1
+        } else {
+            (*head.cast::<Free>()).depth + 1
+        };
+        if depth << (class + 4) > KEEP_BYTES {
+            // The list is full: back to the backing allocator, in the
+            // layout the block came from.
+            return self.backing.dealloc(block, class_layout(class));
         }
+        block.cast::<Free>().write(Free { next: *head, depth });
+        *head = block;
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -266,6 +292,36 @@ mod tests {
             a.dealloc(t, layout(10, 1));
             // The 32-byte block freed by the move is reused.
             assert_eq!(a.alloc(layout(32, 1)), p);
+        }
+    }
+
+    #[test]
+    fn each_list_keeps_at_most_its_share_and_returns_the_rest() {
+        let a = SizeClasses::over(Counting::default());
+        let l = layout(4096, 8);
+        let keep = KEEP_BYTES / 4096;
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..keep + 10).map(|_| a.alloc(l)).collect();
+            assert_eq!(a.backing.allocs.get(), keep + 10);
+            for p in blocks {
+                a.dealloc(p, l);
+            }
+            // The list kept `keep` blocks; ten went back.
+            assert_eq!(a.backing.frees.get(), 10);
+            // Reused from the list, then fresh from the backing allocator.
+            let again: Vec<*mut u8> = (0..keep + 1).map(|_| a.alloc(l)).collect();
+            assert_eq!(a.backing.allocs.get(), keep + 11);
+            for p in again {
+                a.dealloc(p, l);
+            }
+            // A zeroed small block is zeroed even when recycled.
+            let p = a.alloc(layout(64, 8));
+            p.write_bytes(0xff, 64);
+            a.dealloc(p, layout(64, 8));
+            let z = a.alloc_zeroed(layout(64, 8));
+            assert_eq!(z, p);
+            assert!(std::slice::from_raw_parts(z, 64).iter().all(|b| *b == 0));
+            a.dealloc(z, layout(64, 8));
         }
     }
 }
