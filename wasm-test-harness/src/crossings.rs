@@ -15,9 +15,11 @@ use std::sync::OnceLock;
 /// guest instructions between two crossings: where a path's cost goes
 /// (`MESHGUARD_FUEL_TRACE=1 cargo bench -p meshguard-e2e --bench fuel --
 /// ratelimit 2>trace.txt`).
-pub(crate) fn trace_enabled() -> bool {
+pub(crate) fn trace(what: std::fmt::Arguments<'_>, fuel_left: impl FnOnce() -> u64) {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("MESHGUARD_FUEL_TRACE").is_some())
+    if *ON.get_or_init(|| std::env::var_os("MESHGUARD_FUEL_TRACE").is_some()) {
+        eprintln!("TRACE {what} {}", fuel_left());
+    }
 }
 
 /// Counts since the VM started; take two and subtract ([`Crossings::since`]).

@@ -285,13 +285,6 @@ pub fn slot_key_into(out: &mut String, rule_prefix: &str, slot: u32) {
     meshguard_common::num::push_u64(out, u64::from(slot));
 }
 
-/// `<prefix><rule>.<slot>`; the prefix names the plugin ([`slot_prefix`]).
-pub fn slot_key(prefix: &str, rule: usize, slot: u32) -> String {
-    let mut out = String::new();
-    slot_key_into(&mut out, &rule_prefix(prefix, rule), slot);
-    out
-}
-
 /// The slot keys' prefix for the plugin named `plugin_name`
 /// (`meshguard_common::contract::plugin_scope`): two ratelimit plugins on
 /// one proxy (Istio: one empty `vm_id` for all) keep their own buckets.

@@ -745,7 +745,7 @@ impl RateLimit {
         if self.total_slots == 0 {
             return;
         }
-        let prefix = self.slot_prefix(cx.host());
+        let mut skey = String::new();
         let now = cx.host().now_ns();
         let n = self
             .total_slots
@@ -760,7 +760,8 @@ impl RateLimit {
             let Some(rule) = self.rules.get(ri) else {
                 break;
             };
-            let skey = bucket::slot_key(&prefix, ri, slot);
+            let prefix = self.rule_prefix(ri, cx.host());
+            bucket::slot_key_into(&mut skey, &prefix, slot);
             if let Some((value, cas)) = cx.host().shared_get(&skey) {
                 if !value.is_empty() {
                     let decoded = bucket::decode(&value);

@@ -87,13 +87,9 @@ pub(super) fn copy_out(c: &mut C<'_>, data: &[u8], ptr_ptr: i32, size_ptr: i32) 
         // Envoy restricts what the allocator may call (cpp-host allocMemory).
         let outer = c.data_mut().restricted.replace(Window::Alloc);
         c.data_mut().crossings.get_mut().allocations += 1;
-        if crate::crossings::trace_enabled() {
-            eprintln!("TRACE alloc-in {}", c.get_fuel().unwrap_or(0));
-        }
+        crate::crossings::trace(format_args!("alloc-in"), || c.get_fuel().unwrap_or(0));
         let allocated = alloc.call(&mut *c, data.len() as i32);
-        if crate::crossings::trace_enabled() {
-            eprintln!("TRACE alloc-out {}", c.get_fuel().unwrap_or(0));
-        }
+        crate::crossings::trace(format_args!("alloc-out"), || c.get_fuel().unwrap_or(0));
         c.data_mut().restricted = outer;
         ptr = allocated? as u32;
         if ptr == 0 || !write(c, ptr as i32, data) {

@@ -124,9 +124,7 @@ pub(super) fn count_and_check(
     if let Ok(mut n) = c.data().crossings.try_borrow_mut() {
         n.count_import(module, name);
     }
-    if crate::crossings::trace_enabled() {
-        eprintln!("TRACE {name} {}", c.get_fuel().unwrap_or(0));
-    }
+    crate::crossings::trace(format_args!("{name}"), || c.get_fuel().unwrap_or(0));
     check(c, module, name)
 }
 

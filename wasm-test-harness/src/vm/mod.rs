@@ -259,14 +259,13 @@ impl Vm {
         self.store.data_mut().crossings.get_mut().callbacks += 1;
         self.host_mut().effective = context;
         self.store.set_epoch_deadline(self.call_timeout_ticks);
-        let trace = crate::crossings::trace_enabled();
-        if trace {
-            eprintln!("TRACE >{what} {}", self.store.get_fuel().unwrap_or(0));
-        }
+        crate::crossings::trace(format_args!(">{what}"), || {
+            self.store.get_fuel().unwrap_or(0)
+        });
         let res = f.call(&mut self.store, params);
-        if trace {
-            eprintln!("TRACE <{what} {}", self.store.get_fuel().unwrap_or(0));
-        }
+        crate::crossings::trace(format_args!("<{what}"), || {
+            self.store.get_fuel().unwrap_or(0)
+        });
         match res {
             Ok(r) => {
                 if !self.in_after_call {
